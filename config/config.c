@@ -1,0 +1,575 @@
+/*
+ * The config loader. inih does not tell its handler the line number, so the
+ * reader below feeds it one line at a time and counts; it also sees section
+ * headers, which inih only reports through the keys under them, so unknown
+ * and empty sections are caught there.
+ */
+#include <sys/socket.h>
+#include <netdb.h>
+#include <openssl/ssl.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "config.h"
+
+struct source {
+	FILE		*f;		/* a file, or */
+	const char	*s;		/* a string */
+	struct config	*c;
+};
+
+static void
+config_error(struct config *c, int line, const char *fmt, ...)
+{
+	char msg[512], *n;
+	int len, hdr;
+	va_list ap;
+
+	if (line > 0)
+		hdr = snprintf(msg, sizeof(msg), "%s:%d: ", c->file, line);
+	else
+		hdr = snprintf(msg, sizeof(msg), "%s: ", c->file);
+	if (hdr < 0 || (size_t)hdr >= sizeof(msg))
+		hdr = 0;
+	va_start(ap, fmt);
+	vsnprintf(msg + hdr, sizeof(msg) - (size_t)hdr, fmt, ap);
+	va_end(ap);
+	len = (int)strlen(msg);
+	c->nerrors++;
+	if ((n = realloc(c->errors, c->errors_len + (size_t)len + 2)) == NULL)
+		return;
+	c->errors = n;
+	memcpy(c->errors + c->errors_len, msg, (size_t)len);
+	c->errors_len += (size_t)len;
+	c->errors[c->errors_len++] = '\n';
+	c->errors[c->errors_len] = '\0';
+}
+
+/* Setters: each parses one value into the field at dst. */
+
+typedef int (*setter_fn)(struct config *, void *dst, const char *value,
+    const void *arg);
+
+/* Parse "host:port", "[v6]:port" or "*:port" and resolve it now. */
+static int
+set_address(struct config *c, void *dst, const char *v, const void *arg)
+{
+	struct config_addr *a = dst;
+	struct addrinfo hints, *res;
+	char host[256];
+	const char *port, *h = v;
+	size_t hlen;
+	int r;
+
+	(void)arg;
+	if (*v == '[') {
+		const char *end = strchr(v, ']');
+
+		if (end == NULL || end[1] != ':') {
+			config_error(c, c->lineno, "'%s': expected [address]:port", v);
+			return (-1);
+		}
+		h = v + 1;
+		hlen = (size_t)(end - h);
+		port = end + 2;
+	} else {
+		const char *colon = strrchr(v, ':');
+
+		if (colon == NULL || strchr(v, ':') != colon) {
+			config_error(c, c->lineno, "'%s': expected host:port "
+			    "(an IPv6 address goes in brackets)", v);
+			return (-1);
+		}
+		hlen = (size_t)(colon - v);
+		port = colon + 1;
+	}
+	if (hlen == 0 || hlen >= sizeof(host) || *port == '\0' ||
+	    strspn(port, "0123456789") != strlen(port) || atol(port) > 65535) {
+		config_error(c, c->lineno, "'%s': expected host:port", v);
+		return (-1);
+	}
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV | (strcmp(host, "*") == 0 ? AI_PASSIVE : 0);
+	r = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port, &hints, &res);
+	if (r != 0) {
+		config_error(c, c->lineno, "'%s': %s", v, gai_strerror(r));
+		return (-1);
+	}
+	memcpy(&a->ss, res->ai_addr, res->ai_addrlen);
+	a->len = res->ai_addrlen;
+	snprintf(a->text, sizeof(a->text), "%s", v);
+	freeaddrinfo(res);
+	return (0);
+}
+
+static int
+set_hostname(struct config *c, void *dst, const char *v, const void *arg)
+{
+	(void)arg;
+	if (*v == '\0' || strlen(v) >= 256 || strpbrk(v, " \t\r\n") != NULL) {
+		config_error(c, c->lineno, "'%s': expected a host name", v);
+		return (-1);
+	}
+	strcpy(dst, v);
+	return (0);
+}
+
+struct range {
+	long	min, max;
+};
+
+static int
+set_long(struct config *c, void *dst, const char *v, const void *arg)
+{
+	const struct range *r = arg;
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (*v == '\0' || *end != '\0' || errno != 0 || n < r->min || n > r->max) {
+		config_error(c, c->lineno, "'%s': expected a number from %ld "
+		    "to %ld", v, r->min, r->max);
+		return (-1);
+	}
+	*(long *)dst = n;
+	return (0);
+}
+
+/* "30", "30s", "5m", "1h": seconds. */
+static int
+set_seconds(struct config *c, void *dst, const char *v, const void *arg)
+{
+	char *end;
+	double n;
+
+	(void)arg;
+	errno = 0;
+	n = strtod(v, &end);
+	if (end != v && *end != '\0' && end[1] == '\0') {
+		switch (*end) {
+		case 's': end++; break;
+		case 'm': n *= 60; end++; break;
+		case 'h': n *= 3600; end++; break;
+		}
+	}
+	if (end == v || *end != '\0' || errno != 0 || !(n > 0) || n > 86400 * 7) {
+		config_error(c, c->lineno, "'%s': expected a duration such as "
+		    "30, 30s or 5m", v);
+		return (-1);
+	}
+	*(double *)dst = n;
+	return (0);
+}
+
+/* A word from a NULL-terminated list; stores its index, or the value at the
+ * same index in a parallel list of ints when one follows the NULL. */
+struct words {
+	const char	*names[6];
+	int		 values[6];
+};
+
+static int
+set_word(struct config *c, void *dst, const char *v, const void *arg)
+{
+	const struct words *w = arg;
+	char list[128] = "";
+	int i;
+
+	for (i = 0; w->names[i] != NULL; i++) {
+		if (strcasecmp(v, w->names[i]) == 0) {
+			*(int *)dst = w->values[i];
+			return (0);
+		}
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+		    i > 0 ? " | " : "", w->names[i]);
+	}
+	config_error(c, c->lineno, "'%s': expected %s", v, list);
+	return (-1);
+}
+
+static int
+set_string(struct config *c, void *dst, const char *v, const void *arg)
+{
+	char **s = dst;
+
+	(void)arg;
+	free(*s);
+	if (*v == '\0') {
+		*s = NULL;
+		return (0);
+	}
+	if ((*s = strdup(v)) == NULL) {
+		config_error(c, c->lineno, "out of memory");
+		return (-1);
+	}
+	return (0);
+}
+
+/* cert and key repeat: each adds one path. */
+static int
+set_path(struct config *c, void *dst, const char *v, const void *arg)
+{
+	char **paths = dst;
+	int *n = (int *)((char *)dst + (size_t)arg);
+
+	if (*v == '\0') {
+		config_error(c, c->lineno, "expected a file path");
+		return (-1);
+	}
+	if (*n == CONFIG_MAX_CERTS) {
+		config_error(c, c->lineno, "at most %d certificates",
+		    CONFIG_MAX_CERTS);
+		return (-1);
+	}
+	if ((paths[*n] = strdup(v)) == NULL) {
+		config_error(c, c->lineno, "out of memory");
+		return (-1);
+	}
+	(*n)++;
+	return (0);
+}
+
+static int
+set_listen(struct config *c, void *dst, const char *v, const void *arg)
+{
+	struct config_listener *l = dst;
+
+	(void)arg;
+	if (l->naddrs == CONFIG_MAX_ADDRS) {
+		config_error(c, c->lineno, "at most %d addresses per listener",
+		    CONFIG_MAX_ADDRS);
+		return (-1);
+	}
+	if (set_address(c, &l->addrs[l->naddrs], v, NULL) == -1)
+		return (-1);
+	l->naddrs++;
+	return (0);
+}
+
+static const struct range r_conns = { 1, 1000000 };
+static const struct range r_line = { 512, CONFIG_MAX_LINE_MAX };
+static const struct words w_bare = { { "normalize", "reject", NULL }, { 0, 1 } };
+static const struct words w_log = { { "error", "warn", "info", "debug", NULL },
+	{ CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG } };
+static const struct words w_tlsver = { { "TLSv1.2", "TLSv1.3", NULL },
+	{ TLS1_2_VERSION, TLS1_3_VERSION } };
+static const struct words w_mode = { { "implicit", "starttls", NULL },
+	{ CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS } };
+static const struct words w_bool = { { "yes", "no", "true", "false", "on",
+	"off" }, { 1, 0, 1, 0, 1, 0 } };
+
+enum section { SEC_GATEWAY, SEC_TLS, SEC_TIMEOUTS, SEC_LISTENER };
+
+#define G(f)	offsetof(struct config, f)
+#define L(f)	offsetof(struct config_listener, f)
+
+/* Every key, in one place. Listener offsets are into the listener. */
+static const struct key {
+	enum section	 section;
+	const char	*name;
+	setter_fn	 set;
+	size_t		 offset;
+	const void	*arg;
+} keys[] = {
+	{ SEC_GATEWAY, "backend", set_address, G(backend), NULL },
+	{ SEC_GATEWAY, "hostname", set_hostname, G(hostname), NULL },
+	{ SEC_GATEWAY, "max_connections", set_long, G(max_connections), &r_conns },
+	{ SEC_GATEWAY, "max_line", set_long, G(max_line), &r_line },
+	{ SEC_GATEWAY, "bare_newlines", set_word, G(bare_reject), &w_bare },
+	{ SEC_GATEWAY, "log_level", set_word, G(log_level), &w_log },
+	{ SEC_TLS, "cert", set_path, G(tls.certs),
+	    (void *)(offsetof(struct config_tls, ncerts) -
+	    offsetof(struct config_tls, certs)) },
+	{ SEC_TLS, "key", set_path, G(tls.keys),
+	    (void *)(offsetof(struct config_tls, nkeys) -
+	    offsetof(struct config_tls, keys)) },
+	{ SEC_TLS, "min_version", set_word, G(tls.min_version), &w_tlsver },
+	{ SEC_TLS, "ciphers", set_string, G(tls.ciphers), NULL },
+	{ SEC_TLS, "ciphersuites", set_string, G(tls.ciphersuites), NULL },
+	{ SEC_TIMEOUTS, "handshake", set_seconds, G(timeouts.handshake), NULL },
+	{ SEC_TIMEOUTS, "command", set_seconds, G(timeouts.command), NULL },
+	{ SEC_TIMEOUTS, "data", set_seconds, G(timeouts.data), NULL },
+	{ SEC_TIMEOUTS, "backend_connect", set_seconds,
+	    G(timeouts.backend_connect), NULL },
+	{ SEC_TIMEOUTS, "drain", set_seconds, G(timeouts.drain), NULL },
+	{ SEC_LISTENER, "address", set_listen, 0, NULL },
+	{ SEC_LISTENER, "mode", set_word, L(mode), &w_mode },
+	{ SEC_LISTENER, "backend", set_address, L(backend), NULL },
+	{ SEC_LISTENER, "require_tls", set_word, L(require_tls), &w_bool },
+};
+
+#define NKEYS	(sizeof(keys) / sizeof(keys[0]))
+
+static struct config_listener *
+listener_find(struct config *c, const char *name)
+{
+	int i;
+
+	for (i = 0; i < c->nlisteners; i++)
+		if (strcmp(c->listeners[i].name, name) == 0)
+			return (&c->listeners[i]);
+	return (NULL);
+}
+
+/* A section header, seen by the reader: check its name. */
+static void
+section_begin(struct config *c, const char *name)
+{
+	struct config_listener *l;
+
+	if (strcmp(name, "gateway") == 0 || strcmp(name, "timeouts") == 0)
+		return;
+	if (strcmp(name, "tls") == 0) {
+		c->tls_line = c->lineno;
+		return;
+	}
+	if (strncmp(name, "listener:", 9) != 0) {
+		config_error(c, c->lineno, "unknown section [%s] (expected gateway, "
+		    "tls, timeouts or listener:NAME)", name);
+		return;
+	}
+	name += 9;
+	if (*name == '\0' || strlen(name) >= sizeof(l->name)) {
+		config_error(c, c->lineno, "[listener:NAME] needs a name of 1 to "
+		    "63 characters");
+		return;
+	}
+	if (listener_find(c, name) != NULL) {
+		config_error(c, c->lineno, "listener '%s' is defined twice", name);
+		return;
+	}
+	if (c->nlisteners == CONFIG_MAX_LISTENERS) {
+		config_error(c, c->lineno, "at most %d listeners",
+		    CONFIG_MAX_LISTENERS);
+		return;
+	}
+	l = &c->listeners[c->nlisteners++];
+	memset(l, 0, sizeof(*l));
+	strcpy(l->name, name);
+	l->line = c->lineno;
+	l->require_tls = -1;
+}
+
+/* inih's reader: one line per call, counted. */
+static char *
+read_line(char *str, int num, void *stream)
+{
+	struct source *src = stream;
+	size_t n = 0, cap = (size_t)num - 1;
+	int ch, overlong = 0;
+	const char *p;
+
+	for (;;) {
+		if (src->f != NULL)
+			ch = fgetc(src->f);
+		else
+			ch = *src->s != '\0' ? (unsigned char)*src->s++ : EOF;
+		if (ch == EOF)
+			break;
+		if (n < cap)
+			str[n++] = (char)ch;
+		else
+			overlong = 1;
+		if (ch == '\n')
+			break;
+	}
+	if (n == 0)
+		return (NULL);
+	str[n] = '\0';
+	src->c->lineno++;
+	if (overlong) {
+		config_error(src->c, src->c->lineno, "line too long (at most %d "
+		    "characters)", num - 3);
+		str[0] = '\0';
+		return (str);
+	}
+	for (p = str; isspace((unsigned char)*p); p++)
+		;
+	if (*p == '[') {
+		const char *end = strchr(p, ']');
+		char name[128];
+
+		if (end != NULL && (size_t)(end - p - 1) < sizeof(name)) {
+			memcpy(name, p + 1, (size_t)(end - p - 1));
+			name[end - p - 1] = '\0';
+			section_begin(src->c, name);
+		}
+	}
+	return (str);
+}
+
+static int
+handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct config *c = user;
+	struct config_listener *l = NULL;
+	enum section sec;
+	char *base;
+	size_t i;
+
+	if (strcmp(section, "gateway") == 0)
+		sec = SEC_GATEWAY;
+	else if (strcmp(section, "tls") == 0)
+		sec = SEC_TLS;
+	else if (strcmp(section, "timeouts") == 0)
+		sec = SEC_TIMEOUTS;
+	else if (strncmp(section, "listener:", 9) == 0 &&
+	    (l = listener_find(c, section + 9)) != NULL)
+		sec = SEC_LISTENER;
+	else
+		return (1);	/* reported at the section header */
+	base = sec == SEC_LISTENER ? (char *)l : (char *)c;
+
+	for (i = 0; i < NKEYS; i++) {
+		if (keys[i].section != sec || strcmp(keys[i].name, name) != 0)
+			continue;
+		keys[i].set(c, base + keys[i].offset, value, keys[i].arg);
+		return (1);
+	}
+	if (*section == '\0')
+		config_error(c, c->lineno, "'%s' is outside any section", name);
+	else
+		config_error(c, c->lineno, "unknown key '%s' in [%s]", name,
+		    section);
+	return (1);
+}
+
+static void
+complete(struct config *c)
+{
+	if (c->hostname[0] == '\0' &&
+	    gethostname(c->hostname, sizeof(c->hostname) - 1) != 0)
+		strcpy(c->hostname, "localhost");
+	if (c->tls.min_version == 0)
+		c->tls.min_version = TLS1_2_VERSION;
+}
+
+static void
+validate(struct config *c)
+{
+	struct config_listener *l;
+	int i;
+
+	if (c->nlisteners == 0)
+		config_error(c, 0, "no [listener:NAME] section: nothing to serve");
+	for (i = 0; i < c->nlisteners; i++) {
+		l = &c->listeners[i];
+		if (l->naddrs == 0)
+			config_error(c, l->line, "listener '%s' has no address",
+			    l->name);
+		if (l->mode == CONFIG_MODE_NONE)
+			config_error(c, l->line, "listener '%s' has no mode "
+			    "(implicit | starttls)", l->name);
+		if (l->mode == CONFIG_MODE_IMPLICIT && l->require_tls != -1)
+			config_error(c, l->line, "listener '%s': require_tls is "
+			    "for starttls listeners only", l->name);
+		if (l->require_tls == -1)
+			l->require_tls = 1;
+		if (l->backend.len == 0 && c->backend.len == 0)
+			config_error(c, l->line, "listener '%s' has no backend, "
+			    "and [gateway] names none", l->name);
+	}
+	if (c->tls.ncerts == 0)
+		config_error(c, c->tls_line, "no certificate: [tls] needs cert "
+		    "and key");
+	else if (c->tls.ncerts != c->tls.nkeys)
+		config_error(c, c->tls_line, "[tls] has %d cert and %d key "
+		    "lines: one key per cert, in the same order", c->tls.ncerts,
+		    c->tls.nkeys);
+}
+
+static struct config *
+config_new(const char *name)
+{
+	struct config *c;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return (NULL);
+	if ((c->file = strdup(name)) == NULL) {
+		free(c);
+		return (NULL);
+	}
+	c->max_connections = 10000;
+	c->max_line = 4096;
+	c->log_level = CONFIG_LOG_INFO;
+	c->timeouts.handshake = 30;
+	c->timeouts.command = 300;
+	c->timeouts.data = 600;
+	c->timeouts.backend_connect = 10;
+	c->timeouts.drain = 30;
+	return (c);
+}
+
+static struct config *
+load(struct source *src, const char *name)
+{
+	struct config *c;
+	int r;
+
+	if ((c = config_new(name)) == NULL)
+		return (NULL);
+	src->c = c;
+	r = ini_parse_stream(read_line, src, handler, c);
+	if (r > 0)
+		config_error(c, r, "syntax error (expected [section] or "
+		    "key = value)");
+	complete(c);
+	validate(c);
+	return (c);
+}
+
+struct config *
+config_load(const char *path)
+{
+	struct source src = { 0 };
+	struct config *c;
+
+	if ((src.f = fopen(path, "r")) == NULL) {
+		if ((c = config_new(path)) != NULL)
+			config_error(c, 0, "%s", strerror(errno));
+		return (c);
+	}
+	c = load(&src, path);
+	fclose(src.f);
+	return (c);
+}
+
+struct config *
+config_load_string(const char *text, const char *name)
+{
+	struct source src = { 0 };
+
+	src.s = text;
+	return (load(&src, name));
+}
+
+void
+config_free(struct config *c)
+{
+	int i;
+
+	if (c == NULL)
+		return;
+	for (i = 0; i < c->tls.ncerts; i++)
+		free(c->tls.certs[i]);
+	for (i = 0; i < c->tls.nkeys; i++)
+		free(c->tls.keys[i]);
+	free(c->tls.ciphers);
+	free(c->tls.ciphersuites);
+	free(c->errors);
+	free(c->file);
+	free(c);
+}

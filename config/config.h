@@ -1,0 +1,79 @@
+/*
+ * config: the INI file, read with inih in three steps: collect (a table of
+ * keys, one small setter per type), complete (defaults), validate (each
+ * failure one "FILE:LINE: what is wrong" message).
+ */
+#ifndef SMTPGATE_CONFIG_H
+#define SMTPGATE_CONFIG_H
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <stddef.h>
+
+#define CONFIG_MAX_CERTS	4
+#define CONFIG_MAX_ADDRS	8
+#define CONFIG_MAX_LISTENERS	32
+#define CONFIG_MAX_LINE_MAX	8192	/* what the session buffers allow */
+
+struct config_addr {
+	struct sockaddr_storage	 ss;
+	socklen_t		 len;
+	char			 text[300];	/* as written in the file */
+};
+
+enum config_mode { CONFIG_MODE_NONE, CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS };
+enum config_log { CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO,
+		  CONFIG_LOG_DEBUG };
+
+struct config_listener {
+	char			 name[64];
+	int			 line;		/* of its [listener:NAME] */
+	struct config_addr	 addrs[CONFIG_MAX_ADDRS];
+	int			 naddrs;
+	enum config_mode	 mode;
+	int			 require_tls;	/* -1 unset, 0, 1 */
+	struct config_addr	 backend;	/* len 0: the [gateway] one */
+};
+
+struct config_tls {
+	char			*certs[CONFIG_MAX_CERTS];
+	char			*keys[CONFIG_MAX_CERTS];
+	int			 ncerts, nkeys;
+	int			 min_version;	/* TLS1_2_VERSION, ... */
+	char			*ciphers;	/* NULL: OpenSSL's default */
+	char			*ciphersuites;
+};
+
+struct config_timeouts {
+	double	handshake, command, data, backend_connect, drain;
+};
+
+struct config {
+	char			*file;
+	struct config_addr	 backend;
+	char			 hostname[256];
+	long			 max_connections;
+	long			 max_line;
+	int			 bare_reject;
+	enum config_log		 log_level;
+	struct config_tls	 tls;
+	struct config_timeouts	 timeouts;
+	struct config_listener	 listeners[CONFIG_MAX_LISTENERS];
+	int			 nlisteners;
+
+	/* Loading state. */
+	int			 lineno;	/* line being read */
+	int			 tls_line;
+	int			 nerrors;
+	char			*errors;	/* "FILE:LINE: ...\n" lines */
+	size_t			 errors_len;
+};
+
+/* Load and check a file. Returns a config (whose nerrors and errors say what
+ * is wrong, if anything) or NULL when out of memory. */
+struct config	*config_load(const char *path);
+/* The same over a string; name stands for the file in messages. */
+struct config	*config_load_string(const char *text, const char *name);
+void		 config_free(struct config *c);
+
+#endif

@@ -1,0 +1,188 @@
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../config/config.h"
+#include "listener.h"
+#include "log.h"
+#include "session.h"
+#include "worker.h"
+
+/* How many connections one readiness event accepts, so that one busy
+ * listener cannot starve the sessions already open. */
+#define ACCEPT_BATCH	64
+
+/* Refuse a connection over the cap before any TLS or greeting work is spent
+ * on it (DESIGN.md, "Failures a client sees"). The reply is plaintext, which
+ * an implicit-TLS client reads as a failed handshake. */
+static void
+refuse(struct listener *l, int fd)
+{
+	char msg[320];
+	int n;
+
+	n = snprintf(msg, sizeof(msg), "421 4.7.0 %s Too many connections, "
+	    "try again later\r\n", l->w->conf->hostname);
+	if (n > 0)
+		(void)send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
+}
+
+static void
+accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener *l = w->data;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, i;
+
+	(void)revents;
+	for (i = 0; i < ACCEPT_BATCH; i++) {
+		len = sizeof(ss);
+		fd = accept4(l->fd, (struct sockaddr *)&ss, &len,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EMFILE || errno == ENFILE) {
+				/* Level-triggered: a pending connection we cannot
+				 * take would spin the loop. Pause a moment. */
+				log_msg(LOG_WARN, "listener %s: %s; pausing "
+				    "accept for 1s", l->conf->name,
+				    strerror(errno));
+				ev_io_stop(loop, &l->io);
+				ev_timer_set(&l->retry, 1.0, 0.0);
+				ev_timer_start(loop, &l->retry);
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED) {
+				log_msg(LOG_WARN, "listener %s: accept: %s",
+				    l->conf->name, strerror(errno));
+			}
+			return;
+		}
+		if (l->w->nsessions >= (unsigned long)l->w->conf->max_connections) {
+			log_msg(LOG_WARN, "listener %s: max_connections (%ld) "
+			    "reached, refusing a connection", l->conf->name,
+			    l->w->conf->max_connections);
+			refuse(l, fd);
+			continue;
+		}
+		session_new(l->w, l, fd, (struct sockaddr *)&ss, len);
+	}
+}
+
+static void
+retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct listener *l = t->data;
+
+	(void)revents;
+	if (!l->w->draining)
+		ev_io_start(loop, &l->io);
+}
+
+static int
+open_one(struct listener *l, char *err, size_t errlen)
+{
+	const struct config_addr *a = l->addr;
+	int fd, one = 1;
+
+	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd == -1)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* [::]:port serves IPv6 only; IPv4 gets its own address line. */
+	if (a->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 ||
+	    listen(fd, 1024) == -1)
+		goto fail;
+	l->fd = fd;
+	return (0);
+
+fail:
+	snprintf(err, errlen, "listener %s: %s: %s", l->conf->name, a->text,
+	    strerror(errno));
+	if (fd != -1)
+		close(fd);
+	return (-1);
+}
+
+int
+listener_open_all(struct worker *w, char *err, size_t errlen)
+{
+	const struct config *c = w->conf;
+	const struct config_listener *cl;
+	struct listener *l;
+	int i, j;
+
+	for (i = 0; i < c->nlisteners; i++) {
+		cl = &c->listeners[i];
+		for (j = 0; j < cl->naddrs; j++) {
+			if ((l = calloc(1, sizeof(*l))) == NULL) {
+				snprintf(err, errlen, "out of memory");
+				goto fail;
+			}
+			l->w = w;
+			l->conf = cl;
+			l->addr = &cl->addrs[j];
+			l->backend = cl->backend.len ? &cl->backend : &c->backend;
+			l->smtp.hostname = c->hostname;
+			l->smtp.max_line = (size_t)c->max_line;
+			l->smtp.bare_reject = c->bare_reject;
+			l->smtp.mode = cl->mode == CONFIG_MODE_IMPLICIT ?
+			    SMTP_MODE_IMPLICIT : cl->require_tls ?
+			    SMTP_MODE_STARTTLS : SMTP_MODE_OPPORTUNISTIC;
+			l->next = w->listeners;
+			w->listeners = l;
+			l->fd = -1;
+			if (open_one(l, err, errlen) == -1)
+				goto fail;
+			ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
+			l->io.data = l;
+			ev_init(&l->retry, retry_cb);
+			l->retry.data = l;
+			ev_io_start(w->loop, &l->io);
+			log_msg(LOG_INFO, "listening on %s (%s, %s), backend %s",
+			    l->addr->text, cl->name, l->smtp.mode ==
+			    SMTP_MODE_IMPLICIT ? "implicit TLS" : l->smtp.mode ==
+			    SMTP_MODE_STARTTLS ? "STARTTLS required" :
+			    "STARTTLS optional", l->backend->text);
+		}
+	}
+	return (0);
+
+fail:
+	listener_free_all(w);
+	return (-1);
+}
+
+void
+listener_stop_all(struct worker *w)
+{
+	struct listener *l;
+
+	for (l = w->listeners; l != NULL; l = l->next) {
+		ev_io_stop(w->loop, &l->io);
+		ev_timer_stop(w->loop, &l->retry);
+	}
+}
+
+void
+listener_free_all(struct worker *w)
+{
+	struct listener *l, *next;
+
+	listener_stop_all(w);
+	for (l = w->listeners; l != NULL; l = next) {
+		next = l->next;
+		if (l->fd != -1)
+			close(l->fd);
+		free(l);
+	}
+	w->listeners = NULL;
+}

@@ -1,0 +1,34 @@
+/* listener: listening sockets, one ev_io each, and accept(). */
+#ifndef SMTPGATE_LISTENER_H
+#define SMTPGATE_LISTENER_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "smtp.h"
+
+struct config_addr;
+struct config_listener;
+struct worker;
+
+struct listener {
+	ev_io				 io;
+	ev_timer			 retry;	/* after EMFILE: accept again later */
+	int				 fd;
+	struct worker			*w;
+	const struct config_listener	*conf;
+	const struct config_addr	*addr;
+	const struct config_addr	*backend;
+	struct smtp_conf		 smtp;
+	struct listener			*next;
+};
+
+/* Bind every configured address and start accepting. Returns 0, or -1 with
+ * a message in err (nothing is left open). */
+int	listener_open_all(struct worker *w, char *err, size_t errlen);
+/* Stop accepting, keep the sockets (shutdown). */
+void	listener_stop_all(struct worker *w);
+/* Close and free every listener. */
+void	listener_free_all(struct worker *w);
+
+#endif

@@ -1,0 +1,406 @@
+/*
+ * A session drives its two endpoints and its tracker. Every event ends in
+ * session_step(), which lets the tracker work, flushes what it produced, acts
+ * on its flags and then derives the watchers and the timer from the state,
+ * so no state lives only in which watchers happen to be running.
+ */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../config/config.h"
+#include "listener.h"
+#include "log.h"
+#include "session.h"
+#include "worker.h"
+
+/* Each buffer holds a 16 KB TLS record or more; the tracker's limits
+ * (CONFIG_MAX_LINE_MAX, SMTP_REPLY_MAX) must fit in one. */
+#define SESSION_BUF		(16 * 1024 + 512)
+/* How long a closing session may take to flush its last reply. */
+#define SESSION_CLOSE_GRACE	5.0
+
+static void	io_cb(struct ev_loop *, ev_io *, int);
+static void	timer_cb(struct ev_loop *, ev_timer *, int);
+
+static void
+smtp_log(void *arg, enum smtp_log_level lvl, const char *msg)
+{
+	struct session *s = arg;
+	static const enum log_level map[] = {
+		[SMTP_LOG_WARN] = LOG_WARN, [SMTP_LOG_INFO] = LOG_INFO,
+		[SMTP_LOG_DEBUG] = LOG_DEBUG,
+	};
+
+	log_msg(map[lvl], "session=%llu %s", (unsigned long long)s->id, msg);
+}
+
+static void
+io_init(struct session *s, struct smtp_io *io)
+{
+	io->client_in = &s->client.in;
+	io->backend_in = &s->backend.in;
+	io->to_client = &s->client.out;
+	io->to_backend = &s->backend.out;
+	io->client_eof = s->client.eof;
+	/* A backend that is not there yet has not closed. */
+	io->backend_eof = s->backend.fd != -1 && !s->backend.connecting &&
+	    (s->backend.eof || s->backend.failed);
+}
+
+static void
+format_addr(const struct sockaddr *sa, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(out, len, "%s:%u", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(out, len, "[%s]:%u", host, port);
+	} else {
+		snprintf(out, len, "unknown");
+	}
+}
+
+static void
+nodelay(int fd)
+{
+	int one = 1;
+
+	/* Replies are small and latency-bound; coalescing only delays them. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Start connecting to the backend. Returns 0, or -1 (logged). */
+static int
+backend_connect(struct session *s)
+{
+	const struct config_addr *a = s->l->backend;
+	int fd;
+
+	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd == -1) {
+		log_msg(LOG_ERROR, "session=%llu backend %s: socket: %s",
+		    (unsigned long long)s->id, a->text, strerror(errno));
+		return (-1);
+	}
+	nodelay(fd);
+	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == -1) {
+		if (errno != EINPROGRESS) {
+			log_msg(LOG_WARN, "session=%llu backend %s: %s",
+			    (unsigned long long)s->id, a->text,
+			    strerror(errno));
+			close(fd);
+			return (-1);
+		}
+		s->backend.connecting = 1;
+	}
+	endpoint_set_fd(&s->backend, fd);
+	return (0);
+}
+
+/* The backend socket became writable while connecting. */
+static void
+backend_connected(struct session *s)
+{
+	struct smtp_io io;
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (getsockopt(s->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	s->backend.connecting = 0;
+	if (err == 0)
+		return;
+	log_msg(LOG_WARN, "session=%llu backend %s: %s", (unsigned long long)s->id,
+	    s->l->backend->text, strerror(err));
+	endpoint_fini(&s->backend, s->w->loop);
+	io_init(s, &io);
+	smtp_abort(&s->smtp, &io, ABORT_BACKEND_DOWN);
+}
+
+/* The client's handshake made progress. Returns a reason to close, or NULL. */
+static const char *
+client_handshake(struct session *s)
+{
+	struct smtp_io io;
+	const char *sni;
+	int r;
+
+	if ((r = endpoint_handshake(&s->client)) == -1)
+		return (s->client.error);
+	if (r == 0)
+		return (NULL);
+	s->tls_version = SSL_get_version(s->client.ssl);
+	s->tls_cipher = SSL_get_cipher_name(s->client.ssl);
+	if ((sni = SSL_get_servername(s->client.ssl,
+	    TLSEXT_NAMETYPE_host_name)) != NULL)
+		snprintf(s->sni, sizeof(s->sni), "%s", sni);
+	io_init(s, &io);
+	smtp_tls_done(&s->smtp, &io);
+	return (NULL);
+}
+
+static int
+client_reading(const struct session *s)
+{
+	return (smtp_wants_client_input(&s->smtp) && !s->smtp.want_close);
+}
+
+/* Pick the timeout for what the session waits for now. */
+static double
+session_timeout(const struct session *s)
+{
+	const struct config_timeouts *t = &s->w->conf->timeouts;
+
+	if (s->smtp.want_close)
+		return (SESSION_CLOSE_GRACE);
+	if (s->client.handshaking)
+		return (t->handshake);
+	if (s->backend.connecting)
+		return (t->backend_connect);
+	if (smtp_awaits_backend(&s->smtp) || s->smtp.phase == PHASE_DATA ||
+	    s->smtp.phase == PHASE_BDAT)
+		return (t->data);
+	return (t->command);
+}
+
+/*
+ * Let the tracker work until nothing moves, then set watchers and timer.
+ * Returns a reason to close the session, or NULL.
+ */
+static const char *
+session_step(struct session *s, int active)
+{
+	struct ev_loop *loop = s->w->loop;
+	struct smtp_io io;
+	int progress;
+
+	do {
+		progress = 0;
+		/* Bytes already decrypted inside OpenSSL never make the socket
+		 * readable again. */
+		if (client_reading(s) && endpoint_pending(&s->client) &&
+		    buf_room(&s->client.in) > 0)
+			progress |= endpoint_fill(&s->client) > 0;
+		if (s->client.failed)
+			return (s->client.error);
+		io_init(s, &io);
+		if (smtp_run(&s->smtp, &io))
+			progress = active = 1;
+		if (s->smtp.want_backend) {
+			s->smtp.want_backend = 0;
+			if (backend_connect(s) == -1)
+				smtp_abort(&s->smtp, &io, ABORT_BACKEND_DOWN);
+			progress = 1;
+		}
+		if (buf_len(&s->client.out) > 0)
+			progress |= endpoint_flush(&s->client) > 0;
+		if (s->client.failed)
+			return (s->client.error);
+		if (s->backend.fd != -1 && !s->backend.connecting &&
+		    buf_len(&s->backend.out) > 0)
+			progress |= endpoint_flush(&s->backend) > 0;
+		if (s->smtp.want_close && buf_len(&s->client.out) == 0)
+			return (s->smtp.close_reason);
+		if (s->smtp.want_tls && buf_len(&s->client.out) == 0) {
+			/* The 220 is on the wire: the next client byte is the
+			 * ClientHello. */
+			s->smtp.want_tls = 0;
+			if (endpoint_start_tls(&s->client, s->w->ctx) == -1)
+				return ("cannot start TLS");
+			if (client_handshake(s) != NULL)
+				return (s->client.error);
+			progress = active = 1;
+		}
+	} while (progress);
+
+	endpoint_watch(&s->client, loop, client_reading(s));
+	endpoint_watch(&s->backend, loop, !s->smtp.want_close);
+	if (active) {
+		s->timer.repeat = session_timeout(s);
+		ev_timer_again(loop, &s->timer);
+	}
+	return (NULL);
+}
+
+static void
+io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct session *s = w->data;
+	struct endpoint *e;
+	const char *why = NULL;
+	int active = 0;
+
+	(void)loop;
+	(void)revents;
+	e = (w == &s->client.rio || w == &s->client.wio) ? &s->client :
+	    &s->backend;
+	if (e == &s->backend && e->connecting) {
+		backend_connected(s);
+		active = 1;
+	} else if (e->handshaking) {
+		why = client_handshake(s);
+		active = 1;
+	} else {
+		/* Either event may serve the other direction under TLS
+		 * (read_wants_write, write_wants_read): try both. */
+		if (e == &s->client ? client_reading(s) : !s->smtp.want_close)
+			endpoint_fill(e);
+		if (buf_len(&e->out) > 0)
+			endpoint_flush(e);
+		/* Only whole commands count as activity: a client that
+		 * trickles bytes without finishing a line still times out. */
+		active = e == &s->backend;
+	}
+	if (why == NULL)
+		why = session_step(s, active);
+	if (why != NULL)
+		session_close(s, why);
+}
+
+static void
+timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct session *s = w->data;
+	struct smtp_io io;
+	const char *why;
+
+	(void)loop;
+	(void)revents;
+	if (s->smtp.want_close) {
+		session_close(s, s->smtp.close_reason);
+		return;
+	}
+	if (s->client.handshaking) {
+		session_close(s, "TLS handshake timeout");
+		return;
+	}
+	io_init(s, &io);
+	if (s->backend.connecting) {
+		log_msg(LOG_WARN, "session=%llu backend %s: connect timeout",
+		    (unsigned long long)s->id, s->l->backend->text);
+		smtp_abort(&s->smtp, &io, ABORT_BACKEND_DOWN);
+	} else if (smtp_awaits_backend(&s->smtp)) {
+		smtp_abort(&s->smtp, &io, ABORT_BACKEND_TIMEOUT);
+	} else {
+		smtp_abort(&s->smtp, &io, ABORT_TIMEOUT);
+	}
+	if ((why = session_step(s, 1)) != NULL)
+		session_close(s, why);
+}
+
+struct session *
+session_new(struct worker *w, const struct listener *l, int fd,
+    const struct sockaddr *sa, socklen_t salen)
+{
+	struct session *s;
+	struct smtp_io io;
+	const char *why;
+
+	(void)salen;
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		close(fd);
+		return (NULL);
+	}
+	s->w = w;
+	s->l = l;
+	s->id = ++w->next_id;
+	s->started = ev_now(w->loop);
+	format_addr(sa, s->peer, sizeof(s->peer));
+	nodelay(fd);
+	endpoint_init(&s->client, fd, SESSION_BUF, io_cb, s);
+	endpoint_init(&s->backend, -1, SESSION_BUF, io_cb, s);
+	ev_init(&s->timer, timer_cb);
+	s->timer.data = s;
+	smtp_init(&s->smtp, &l->smtp, smtp_log, s);
+
+	s->next = w->sessions;
+	if (w->sessions != NULL)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+	log_msg(LOG_DEBUG, "session=%llu connect from %s to %s",
+	    (unsigned long long)s->id, s->peer, l->conf->name);
+
+	io_init(s, &io);
+	smtp_start(&s->smtp, &io);
+	if (l->smtp.mode == SMTP_MODE_IMPLICIT &&
+	    endpoint_start_tls(&s->client, w->ctx) == -1) {
+		session_close(s, "cannot start TLS");
+		return (NULL);
+	}
+	if ((why = session_step(s, 1)) != NULL) {
+		session_close(s, why);
+		return (NULL);
+	}
+	return (s);
+}
+
+void
+session_shutdown(struct session *s)
+{
+	struct smtp_io io;
+	const char *why;
+
+	if (s->client.handshaking) {
+		session_close(s, smtp_abort_names[ABORT_SHUTDOWN]);
+		return;
+	}
+	io_init(s, &io);
+	smtp_abort(&s->smtp, &io, ABORT_SHUTDOWN);
+	if (!s->smtp.want_close) {
+		/* The 421 waits for a STARTTLS handshake that will not come
+		 * in time. */
+		session_close(s, smtp_abort_names[ABORT_SHUTDOWN]);
+		return;
+	}
+	if ((why = session_step(s, 1)) != NULL)
+		session_close(s, why);
+}
+
+void
+session_close(struct session *s, const char *reason)
+{
+	struct worker *w = s->w;
+
+	log_msg(LOG_INFO, "session=%llu client=%s listener=%s tls=%s cipher=%s "
+	    "sni=%s msgs=%u in=%llu out=%llu duration=%.3fs reason=\"%s\"",
+	    (unsigned long long)s->id, s->peer, s->l->conf->name,
+	    s->tls_version ? s->tls_version : "-",
+	    s->tls_cipher ? s->tls_cipher : "-",
+	    s->sni[0] ? s->sni : "-", s->smtp.messages,
+	    (unsigned long long)s->client.bytes_in,
+	    (unsigned long long)s->client.bytes_out,
+	    ev_now(w->loop) - s->started, reason ? reason : "unknown");
+	ev_timer_stop(w->loop, &s->timer);
+	endpoint_fini(&s->client, w->loop);
+	endpoint_fini(&s->backend, w->loop);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	w->nsessions--;
+	free(s);
+	if (w->draining && w->nsessions == 0)
+		ev_break(w->loop, EVBREAK_ALL);
+}

@@ -1,0 +1,1191 @@
+/*
+ * The SMTP tracker (DESIGN.md, "The SMTP tracker"). Every command takes a
+ * slot in one FIFO; a slot is either answered by the backend or locally, and
+ * replies leave in slot order. Client bytes are read as commands, as a DATA
+ * body or as a BDAT chunk, never two of these at once.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "smtp.h"
+
+const char *const smtp_phase_names[PHASE_MAX] = {
+	[PHASE_PLAIN] = "plain",
+	[PHASE_TLS_WAIT] = "tls-wait",
+	[PHASE_COMMAND] = "command",
+	[PHASE_DATA] = "data",
+	[PHASE_BDAT] = "bdat",
+	[PHASE_BDAT_DISCARD] = "bdat-discard",
+	[PHASE_AUTH] = "auth",
+	[PHASE_QUIT] = "quit",
+	[PHASE_CLOSED] = "closed",
+};
+
+const char *const smtp_abort_names[ABORT_MAX] = {
+	[ABORT_TIMEOUT] = "client timeout",
+	[ABORT_BACKEND_DOWN] = "backend unavailable",
+	[ABORT_BACKEND_CLOSED] = "backend closed the connection",
+	[ABORT_BACKEND_TIMEOUT] = "backend timeout",
+	[ABORT_BACKEND_PROTOCOL] = "backend protocol error",
+	[ABORT_BACKEND_REFUSED] = "backend refused the session",
+	[ABORT_SHUTDOWN] = "shutdown",
+};
+
+static const char *const abort_replies[ABORT_MAX] = {
+	[ABORT_TIMEOUT] = "421 4.4.2 %s Error: timeout exceeded\r\n",
+	[ABORT_BACKEND_DOWN] = "421 4.4.1 %s Service not available, "
+	    "backend unreachable\r\n",
+	[ABORT_BACKEND_CLOSED] = "421 4.4.2 %s Service not available, "
+	    "backend closed the connection\r\n",
+	[ABORT_BACKEND_TIMEOUT] = "421 4.4.2 %s Service not available, "
+	    "backend timeout\r\n",
+	[ABORT_BACKEND_PROTOCOL] = "421 4.5.0 %s Service not available, "
+	    "backend protocol error\r\n",
+	[ABORT_BACKEND_REFUSED] = "421 4.3.0 %s Service not available\r\n",
+	[ABORT_SHUTDOWN] = "421 4.3.2 %s Service shutting down\r\n",
+};
+
+/*
+ * FIFO slots. Below SLOT_LOCAL the backend answers; from SLOT_LOCAL on the
+ * gateway answers with a fixed reply once the slot reaches the head.
+ */
+enum slot {
+	SLOT_BANNER,		/* backend greeting, relayed */
+	SLOT_BANNER_HIDDEN,	/* backend greeting, the gateway greeted already */
+	SLOT_EHLO,		/* reply rewritten */
+	SLOT_HELO_FALLBACK,	/* HELO sent for a rejected EHLO */
+	SLOT_HELO,
+	SLOT_DATA,		/* 354 opens the body */
+	SLOT_DATA_END,
+	SLOT_BDAT,
+	SLOT_BDAT_LAST,
+	SLOT_AUTH,		/* 334 asks for another line */
+	SLOT_QUIT,
+	SLOT_OTHER,
+	SLOT_LOCAL = 64,
+	LOCAL_EHLO = SLOT_LOCAL,
+	LOCAL_EHLO_MIN,
+	LOCAL_HELO,
+	LOCAL_OK,
+	LOCAL_QUIT,
+	LOCAL_STARTTLS,
+	LOCAL_530_TLS_FIRST,
+	LOCAL_538_AUTH_TLS,
+	LOCAL_501_STARTTLS,
+	LOCAL_501_SYNTAX,
+	LOCAL_503_TLS_ACTIVE,
+	LOCAL_503_HELO_FIRST,
+	LOCAL_502,
+	LOCAL_500_LONG,
+	LOCAL_500_SYNTAX,
+	LOCAL_BARE_REJECT,
+};
+
+/* The gateway's own replies; %s is the configured hostname where used. */
+static const char *const local_replies[] = {
+	[LOCAL_EHLO - SLOT_LOCAL] = "250-%s\r\n250-PIPELINING\r\n"
+	    "250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n",
+	[LOCAL_EHLO_MIN - SLOT_LOCAL] = NULL,	/* built in emit_local() */
+	[LOCAL_HELO - SLOT_LOCAL] = "250 %s\r\n",
+	[LOCAL_OK - SLOT_LOCAL] = "250 2.0.0 OK\r\n",
+	[LOCAL_QUIT - SLOT_LOCAL] = "221 2.0.0 %s closing connection\r\n",
+	[LOCAL_STARTTLS - SLOT_LOCAL] = "220 2.0.0 Ready to start TLS\r\n",
+	[LOCAL_530_TLS_FIRST - SLOT_LOCAL] =
+	    "530 5.7.0 Must issue a STARTTLS command first\r\n",
+	[LOCAL_538_AUTH_TLS - SLOT_LOCAL] = "538 5.7.11 Encryption required "
+	    "for requested authentication mechanism\r\n",
+	[LOCAL_501_STARTTLS - SLOT_LOCAL] =
+	    "501 5.5.4 Syntax error (no parameters allowed)\r\n",
+	[LOCAL_501_SYNTAX - SLOT_LOCAL] =
+	    "501 5.5.4 Syntax error in parameters or arguments\r\n",
+	[LOCAL_503_TLS_ACTIVE - SLOT_LOCAL] = "503 5.5.1 TLS already active\r\n",
+	[LOCAL_503_HELO_FIRST - SLOT_LOCAL] = "503 5.5.1 Send EHLO/HELO first\r\n",
+	[LOCAL_502 - SLOT_LOCAL] = "502 5.5.1 Command not implemented\r\n",
+	[LOCAL_500_LONG - SLOT_LOCAL] = "500 5.5.2 Line too long\r\n",
+	[LOCAL_500_SYNTAX - SLOT_LOCAL] =
+	    "500 5.5.2 Syntax error, command unrecognized\r\n",
+	[LOCAL_BARE_REJECT - SLOT_LOCAL] = "554 5.6.0 Message contains bare CR "
+	    "or LF; rejected\r\n421 4.3.0 %s closing connection\r\n",
+};
+
+/* States of the DATA body scanner (see body_scan()). */
+enum body_state {
+	BODY_BOL,		/* at the start of a line */
+	BODY_TEXT,		/* inside a line */
+	BODY_CR,		/* a CR is held: CRLF or a bare CR? */
+	BODY_DOT,		/* a leading dot is held */
+	BODY_DOT_CR,		/* a leading dot and a CR are held */
+};
+
+/* Room kept free before handling one special body byte: the most it emits
+ * is "..\r\n". */
+#define BODY_SPECIAL_ROOM	4
+
+static void
+logf_(struct smtp *t, enum smtp_log_level lvl, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	if (t->log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	t->log(t->log_arg, lvl, msg);
+}
+
+/* FIFO */
+
+static int
+fifo_full(const struct smtp *t)
+{
+	return (t->count == SMTP_FIFO);
+}
+
+static void
+fifo_push(struct smtp *t, enum slot s)
+{
+	t->slots[(t->head + t->count) % SMTP_FIFO] = (uint8_t)s;
+	t->count++;
+}
+
+static enum slot
+fifo_head(const struct smtp *t)
+{
+	return ((enum slot)t->slots[t->head]);
+}
+
+static void
+fifo_pop(struct smtp *t)
+{
+	t->head = (t->head + 1) % SMTP_FIFO;
+	t->count--;
+	if (t->count == 0)
+		t->sync = 0;
+}
+
+static void
+fifo_replace_head(struct smtp *t, enum slot s)
+{
+	t->slots[t->head] = (uint8_t)s;
+}
+
+/* Output */
+
+static int
+put(struct buf *b, const char *p, size_t n)
+{
+	return (buf_append(b, p, n));
+}
+
+static int
+putf(struct buf *b, const char *fmt, const char *host)
+{
+	char tmp[640];
+	int n;
+
+	n = snprintf(tmp, sizeof(tmp), fmt, host);
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		return (-1);
+	return (put(b, tmp, (size_t)n));
+}
+
+static void
+close_after_flush(struct smtp *t, const char *reason)
+{
+	t->phase = PHASE_CLOSED;
+	t->want_close = 1;
+	if (t->close_reason == NULL)
+		t->close_reason = reason;
+}
+
+/* Parsers */
+
+int
+smtp_line(const char *p, size_t n, size_t max, size_t *len_r, size_t *used_r)
+{
+	const char *lf;
+	size_t scan = n < max ? n : max;
+
+	if ((lf = memchr(p, '\n', scan)) == NULL)
+		return (n >= max ? -1 : 0);
+	*used_r = (size_t)(lf - p) + 1;
+	*len_r = *used_r - 1;
+	if (*len_r > 0 && p[*len_r - 1] == '\r')
+		(*len_r)--;
+	return (1);
+}
+
+static int
+is_digit(char c)
+{
+	return (c >= '0' && c <= '9');
+}
+
+int
+smtp_reply(const char *p, size_t n, size_t *len_r, int *code_r)
+{
+	size_t off = 0, used, len;
+	int code = -1, c, r;
+
+	for (;;) {
+		r = smtp_line(p + off, n - off, SMTP_REPLY_LINE, &len, &used);
+		if (r != 1)
+			return (r == 0 && off + (n - off) < SMTP_REPLY_MAX ?
+			    0 : -1);
+		if (len < 3 || !is_digit(p[off]) || !is_digit(p[off + 1]) ||
+		    !is_digit(p[off + 2]) || p[off] < '2' || p[off] > '5')
+			return (-1);
+		c = (p[off] - '0') * 100 + (p[off + 1] - '0') * 10 +
+		    (p[off + 2] - '0');
+		if (code != -1 && c != code)
+			return (-1);
+		code = c;
+		if (len > 3 && p[off + 3] != ' ' && p[off + 3] != '-')
+			return (-1);
+		if (memchr(p + off, '\0', len) != NULL ||
+		    memchr(p + off, '\r', len) != NULL)
+			return (-1);
+		off += used;
+		if (off > SMTP_REPLY_MAX)
+			return (-1);
+		if (len == 3 || p[off - used + 3] == ' ') {
+			*len_r = off;
+			*code_r = code;
+			return (1);
+		}
+	}
+}
+
+/* Commands */
+
+enum verb {
+	VERB_UNKNOWN, VERB_EHLO, VERB_HELO, VERB_MAIL, VERB_RCPT, VERB_DATA,
+	VERB_BDAT, VERB_RSET, VERB_NOOP, VERB_QUIT, VERB_VRFY, VERB_EXPN,
+	VERB_HELP, VERB_AUTH, VERB_STARTTLS, VERB_XCLIENT, VERB_XFORWARD,
+};
+
+static const struct {
+	const char	*name;
+	enum verb	 verb;
+} verbs[] = {
+	{ "EHLO", VERB_EHLO }, { "HELO", VERB_HELO }, { "MAIL", VERB_MAIL },
+	{ "RCPT", VERB_RCPT }, { "DATA", VERB_DATA }, { "BDAT", VERB_BDAT },
+	{ "RSET", VERB_RSET }, { "NOOP", VERB_NOOP }, { "QUIT", VERB_QUIT },
+	{ "VRFY", VERB_VRFY }, { "EXPN", VERB_EXPN }, { "HELP", VERB_HELP },
+	{ "AUTH", VERB_AUTH }, { "STARTTLS", VERB_STARTTLS },
+	{ "XCLIENT", VERB_XCLIENT }, { "XFORWARD", VERB_XFORWARD },
+};
+
+struct cmd {
+	const char	*line;		/* without its terminator */
+	size_t		 len;
+	enum verb	 verb;
+	const char	*verb_p;
+	size_t		 verb_len;
+	const char	*arg;		/* after the first space; NULL if none */
+	size_t		 arg_len;
+};
+
+static void
+cmd_parse(struct cmd *c, const char *line, size_t len)
+{
+	const char *sp;
+	size_t i;
+
+	c->line = line;
+	c->len = len;
+	c->verb_p = line;
+	sp = memchr(line, ' ', len);
+	c->verb_len = sp ? (size_t)(sp - line) : len;
+	c->arg = sp ? sp + 1 : NULL;
+	c->arg_len = sp ? len - c->verb_len - 1 : 0;
+	c->verb = VERB_UNKNOWN;
+	for (i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (strlen(verbs[i].name) == c->verb_len &&
+		    strncasecmp(verbs[i].name, line, c->verb_len) == 0) {
+			c->verb = verbs[i].verb;
+			break;
+		}
+}
+
+/* Whether the backend's EHLO reply offered keyword kw (case-insensitive). */
+static int
+ext_offered(const struct smtp *t, const char *kw, size_t n)
+{
+	const char *p = t->exts;
+
+	while ((p = strchr(p, ' ')) != NULL) {
+		p++;
+		if (strncasecmp(p, kw, n) == 0 && p[n] == ' ')
+			return (1);
+	}
+	return (0);
+}
+
+static void
+ext_add(struct smtp *t, const char *kw, size_t n)
+{
+	size_t used = strlen(t->exts);
+
+	if (n == 0 || memchr(kw, ' ', n) != NULL)
+		return;
+	/* An overflowing list only makes rare extension verbs unavailable. */
+	if (used + n + 2 > sizeof(t->exts))
+		return;
+	if (used == 0)
+		t->exts[used++] = ' ';
+	memcpy(t->exts + used, kw, n);
+	t->exts[used + n] = ' ';
+	t->exts[used + n + 1] = '\0';
+}
+
+/*
+ * Parse "BDAT size [LAST]" (RFC 3030 section 3). Returns 0 and fills size
+ * and last, or -1 when the arguments are not of that form.
+ */
+static int
+bdat_parse(const struct cmd *c, uint64_t *size_r, int *last_r)
+{
+	const char *p = c->arg, *end = c->arg + c->arg_len;
+	uint64_t n = 0;
+
+	if (p == NULL || p == end)
+		return (-1);
+	for (; p < end && is_digit(*p); p++) {
+		if (n > (UINT64_MAX - 9) / 10)
+			return (-1);
+		n = n * 10 + (uint64_t)(*p - '0');
+	}
+	if (p == c->arg)
+		return (-1);
+	*last_r = 0;
+	if (p < end) {
+		if (end - p != 5 || strncasecmp(p, " LAST", 5) != 0)
+			return (-1);
+		*last_r = 1;
+	}
+	*size_r = n;
+	return (0);
+}
+
+/* Queue a command to the backend: its line with CRLF, and its slot. */
+static void
+forward(struct smtp *t, struct smtp_io *io, const struct cmd *c, enum slot s)
+{
+	put(io->to_backend, c->line, c->len);
+	put(io->to_backend, "\r\n", 2);
+	fifo_push(t, s);
+}
+
+/* The client sent STARTTLS (its line is the first used bytes of client_in)
+ * and may start TLS: whatever followed the line in plaintext is discarded
+ * here, and only here (CVE-2011-0411). */
+static void
+accept_starttls(struct smtp *t, struct smtp_io *io, size_t used)
+{
+	size_t n = buf_len(io->client_in) - used;
+
+	if (n > 0)
+		logf_(t, SMTP_LOG_WARN, "discarded %zu bytes sent after "
+		    "STARTTLS in plaintext", n);
+	buf_consume(io->client_in, buf_len(io->client_in));
+	fifo_push(t, LOCAL_STARTTLS);
+	t->phase = PHASE_TLS_WAIT;
+	/* RFC 3207 section 4.2 and 6: the backend session begins inside TLS,
+	 * with nothing said before it. It is connected now so that its banner
+	 * arrives during the handshake. */
+	if (t->conf->mode == SMTP_MODE_STARTTLS) {
+		t->want_backend = 1;
+		fifo_push(t, SLOT_BANNER_HIDDEN);
+	}
+}
+
+/* A command before TLS on a STARTTLS listener: the gateway answers alone
+ * (DESIGN.md rule 2). The command's line is the first used bytes of
+ * client_in; returns 1 when it consumed client_in itself. */
+static int
+command_plain(struct smtp *t, struct smtp_io *io, const struct cmd *c,
+    size_t used)
+{
+	switch (c->verb) {
+	case VERB_EHLO:
+	case VERB_HELO:
+		if (c->arg_len == 0)
+			fifo_push(t, LOCAL_501_SYNTAX);
+		else
+			fifo_push(t, c->verb == VERB_EHLO ? LOCAL_EHLO :
+			    LOCAL_HELO);
+		break;
+	case VERB_NOOP:
+	case VERB_RSET:
+		fifo_push(t, LOCAL_OK);
+		break;
+	case VERB_QUIT:
+		fifo_push(t, LOCAL_QUIT);
+		t->phase = PHASE_QUIT;
+		break;
+	case VERB_STARTTLS:
+		if (c->arg != NULL)
+			fifo_push(t, LOCAL_501_STARTTLS);
+		else {
+			accept_starttls(t, io, used);
+			return (1);
+		}
+		break;
+	default:
+		fifo_push(t, LOCAL_530_TLS_FIRST);
+		break;
+	}
+	return (0);
+}
+
+/* A command relayed to the backend, or refused on its way there (DESIGN.md
+ * rule 5). As command_plain(), returns 1 when it consumed client_in. */
+static int
+command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
+    size_t used)
+{
+	uint64_t size;
+	int last;
+
+	switch (c->verb) {
+	case VERB_STARTTLS:
+		if (t->tls || t->conf->mode != SMTP_MODE_OPPORTUNISTIC)
+			fifo_push(t, LOCAL_503_TLS_ACTIVE);
+		else if (c->arg != NULL)
+			fifo_push(t, LOCAL_501_STARTTLS);
+		else {
+			accept_starttls(t, io, used);
+			return (1);
+		}
+		return (0);
+	case VERB_XCLIENT:
+	case VERB_XFORWARD:
+		/* The backend trusts the gateway's address; these would let
+		 * any client claim another identity. */
+		fifo_push(t, LOCAL_502);
+		return (0);
+	case VERB_EHLO:
+	case VERB_HELO:
+		if (c->arg_len == 0 || c->arg_len >= sizeof(t->ehlo_arg)) {
+			fifo_push(t, LOCAL_501_SYNTAX);
+			return (0);
+		}
+		memcpy(t->ehlo_arg, c->arg, c->arg_len);
+		t->ehlo_arg[c->arg_len] = '\0';
+		t->helo_done = 0;
+		t->sync = 1;
+		if (c->verb == VERB_HELO) {
+			forward(t, io, c, SLOT_HELO);
+		} else if (t->no_ehlo) {
+			put(io->to_backend, "HELO ", 5);
+			put(io->to_backend, c->arg, c->arg_len);
+			put(io->to_backend, "\r\n", 2);
+			fifo_push(t, SLOT_HELO_FALLBACK);
+		} else {
+			forward(t, io, c, SLOT_EHLO);
+		}
+		return (0);
+	case VERB_AUTH:
+		if (!t->tls) {
+			fifo_push(t, LOCAL_538_AUTH_TLS);
+			return (0);
+		}
+		break;
+	case VERB_MAIL:
+	case VERB_RCPT:
+	case VERB_DATA:
+	case VERB_BDAT:
+	case VERB_RSET:
+	case VERB_NOOP:
+	case VERB_QUIT:
+	case VERB_VRFY:
+	case VERB_EXPN:
+	case VERB_HELP:
+		break;
+	case VERB_UNKNOWN:
+		if (c->verb_len == 0 || !ext_offered(t, c->verb_p, c->verb_len)) {
+			fifo_push(t, LOCAL_502);
+			return (0);
+		}
+		/* An extension command must end a pipelined group (RFC 2920
+		 * section 3.1); wait for its reply. */
+		forward(t, io, c, SLOT_OTHER);
+		t->sync = 1;
+		return (0);
+	}
+
+	/* RFC 3207 section 4.2 and RFC 5321 section 4.1.4: after TLS (and on
+	 * a fresh session) a transaction needs a new EHLO/HELO, so nothing the
+	 * backend learnt before TLS can carry a transaction. */
+	if (!t->helo_done && (c->verb == VERB_MAIL || c->verb == VERB_RCPT ||
+	    c->verb == VERB_DATA || c->verb == VERB_BDAT ||
+	    c->verb == VERB_AUTH)) {
+		fifo_push(t, LOCAL_503_HELO_FIRST);
+		if (c->verb == VERB_BDAT && bdat_parse(c, &size, &last) == 0) {
+			t->bdat_left = size;
+			t->phase = size > 0 ? PHASE_BDAT_DISCARD : t->phase;
+		}
+		return (0);
+	}
+
+	switch (c->verb) {
+	case VERB_DATA:
+		/* The bytes after DATA are body or commands depending on the
+		 * reply: read nothing more until it is in. */
+		forward(t, io, c, SLOT_DATA);
+		t->sync = 1;
+		break;
+	case VERB_BDAT:
+		if (bdat_parse(c, &size, &last) == -1) {
+			fifo_push(t, LOCAL_501_SYNTAX);
+			break;
+		}
+		t->bdat_left = size;
+		if (!t->chunking) {
+			/* A backend without CHUNKING would read the chunk as
+			 * commands: answer here and drop the chunk, as RFC 3030
+			 * asks of a refused BDAT. */
+			fifo_push(t, LOCAL_502);
+			if (size > 0)
+				t->phase = PHASE_BDAT_DISCARD;
+			break;
+		}
+		forward(t, io, c, last ? SLOT_BDAT_LAST : SLOT_BDAT);
+		if (size > 0)
+			t->phase = PHASE_BDAT;
+		break;
+	case VERB_AUTH:
+		forward(t, io, c, SLOT_AUTH);
+		t->sync = 1;
+		break;
+	case VERB_QUIT:
+		forward(t, io, c, SLOT_QUIT);
+		t->phase = PHASE_QUIT;
+		break;
+	default:
+		forward(t, io, c, SLOT_OTHER);
+		break;
+	}
+	return (0);
+}
+
+/*
+ * Read one command line from client_in and act on it. Returns 1 when a line
+ * (or part of an over-long one) was consumed, 0 when it must wait.
+ */
+static int
+client_command(struct smtp *t, struct smtp_io *io)
+{
+	const char *p = buf_head(io->client_in);
+	size_t n = buf_len(io->client_in), len, used;
+	struct cmd c;
+	int r;
+
+	if (n == 0 || fifo_full(t) || (t->sync && t->count > 0))
+		return (0);
+	/* The longest command plus CRLF must fit in to_backend. */
+	if (buf_room(io->to_backend) < t->conf->max_line + 8)
+		return (0);
+
+	r = smtp_line(p, n, t->conf->max_line, &len, &used);
+	if (t->skip_line) {
+		/* The rest of an over-long line: drop it up to its LF. */
+		buf_consume(io->client_in, r == 1 ? used : n);
+		if (r == 1)
+			t->skip_line = 0;
+		return (1);
+	}
+	if (r == 0)
+		return (0);
+	if (r == -1) {
+		fifo_push(t, LOCAL_500_LONG);
+		t->skip_line = 1;
+		buf_consume(io->client_in, n);
+		return (1);
+	}
+
+	/* A bare CR or a NUL inside a command line is never forwarded. */
+	if (memchr(p, '\r', len) != NULL || memchr(p, '\0', len) != NULL) {
+		buf_consume(io->client_in, used);
+		fifo_push(t, LOCAL_500_SYNTAX);
+		return (1);
+	}
+
+	if (t->phase == PHASE_AUTH) {
+		/* An answer to a 334 is not a command (RFC 4954 section 4). */
+		put(io->to_backend, p, len);
+		put(io->to_backend, "\r\n", 2);
+		buf_consume(io->client_in, used);
+		t->phase = PHASE_COMMAND;
+		return (1);
+	}
+
+	/* The line stays in client_in until it is handled: it is read in
+	 * place, and accept_starttls() sees exactly what followed it. */
+	cmd_parse(&c, p, len);
+	if (!(t->phase == PHASE_PLAIN ? command_plain(t, io, &c, used) :
+	    command_relay(t, io, &c, used)))
+		buf_consume(io->client_in, used);
+	return (1);
+}
+
+/*
+ * The DATA body scanner (DESIGN.md rule 6). Only CRLF "." CRLF ends the body
+ * (RFC 5321 section 4.1.1.4). A bare CR or LF is sent on as CRLF; the line it
+ * starts is then a new line to the backend, so a leading dot on it is
+ * doubled, and a "." line ended by a bare CR or LF is doubled too: the
+ * backend then finds the end of data exactly where the gateway did. In
+ * reject mode the body is dropped from the first bare CR or LF on.
+ * Returns 1 if it consumed anything.
+ */
+static int
+body_scan(struct smtp *t, struct smtp_io *io)
+{
+	const unsigned char *p = (const unsigned char *)buf_head(io->client_in);
+	size_t n = buf_len(io->client_in), i = 0, run;
+	struct buf *out = io->to_backend;
+	int drop;
+	unsigned char ch;
+
+#define EMIT(s, l)	do { if (!drop) put(out, (s), (l)); } while (0)
+#define BARE()		do { \
+		if (!t->tainted) \
+			logf_(t, SMTP_LOG_INFO, "bare CR or LF in message body, " \
+			    "%s", t->conf->bare_reject ? "rejecting" : \
+			    "normalized"); \
+		t->tainted = 1; \
+		drop = t->conf->bare_reject; \
+	} while (0)
+
+	drop = t->tainted && t->conf->bare_reject;
+	while (i < n && buf_room(out) >= BODY_SPECIAL_ROOM) {
+		ch = p[i];
+		switch (t->body_state) {
+		case BODY_TEXT:
+			if (ch != '\r' && ch != '\n') {
+				/* A run of ordinary bytes is copied at once. */
+				for (run = i; run < n && p[run] != '\r' &&
+				    p[run] != '\n'; run++)
+					;
+				run -= i;
+				if (run > buf_room(out) - BODY_SPECIAL_ROOM)
+					run = buf_room(out) - BODY_SPECIAL_ROOM;
+				if (run == 0)
+					goto out;
+				EMIT((const char *)p + i, run);
+				i += run;
+				continue;
+			}
+			/* FALLTHROUGH */
+		case BODY_BOL:
+			if (ch == '\r') {
+				t->body_state = BODY_CR;
+			} else if (ch == '\n') {
+				BARE();
+				EMIT("\r\n", 2);
+				t->body_first = 0;
+				t->body_state = BODY_BOL;
+			} else if (ch == '.' && t->body_state == BODY_BOL) {
+				if (t->body_first) {
+					t->body_state = BODY_DOT;
+				} else {
+					EMIT("..", 2);
+					t->body_state = BODY_TEXT;
+				}
+			} else {
+				EMIT((const char *)&ch, 1);
+				t->body_state = BODY_TEXT;
+			}
+			i++;
+			break;
+		case BODY_CR:
+			if (ch == '\n') {
+				EMIT("\r\n", 2);
+				t->body_first = 1;
+				t->body_state = BODY_BOL;
+				i++;
+			} else {
+				/* A bare CR: the byte is read again at the start
+				 * of the new line. */
+				BARE();
+				EMIT("\r\n", 2);
+				t->body_first = 0;
+				t->body_state = BODY_BOL;
+			}
+			break;
+		case BODY_DOT:
+			if (ch == '\r') {
+				t->body_state = BODY_DOT_CR;
+				i++;
+			} else if (ch == '\n') {
+				BARE();
+				EMIT("..\r\n", 4);
+				t->body_first = 0;
+				t->body_state = BODY_BOL;
+				i++;
+			} else {
+				/* The client's own dot-stuffing: pass it on. */
+				EMIT(".", 1);
+				t->body_state = BODY_TEXT;
+			}
+			break;
+		case BODY_DOT_CR:
+			if (ch == '\n') {
+				i++;
+				buf_consume(io->client_in, i);
+				t->phase = PHASE_COMMAND;
+				if (t->tainted && t->conf->bare_reject) {
+					fifo_push(t, LOCAL_BARE_REJECT);
+				} else {
+					put(out, ".\r\n", 3);
+					fifo_push(t, SLOT_DATA_END);
+				}
+				return (1);
+			}
+			BARE();
+			EMIT("..\r\n", 4);
+			t->body_first = 0;
+			t->body_state = BODY_BOL;
+			break;
+		}
+	}
+out:
+	buf_consume(io->client_in, i);
+	return (i > 0);
+#undef EMIT
+#undef BARE
+}
+
+/* BDAT chunk bytes: relayed as they are, or dropped. */
+static int
+bdat_scan(struct smtp *t, struct smtp_io *io)
+{
+	size_t n = buf_len(io->client_in);
+
+	if (n > t->bdat_left)
+		n = (size_t)t->bdat_left;
+	if (t->phase == PHASE_BDAT && n > buf_room(io->to_backend))
+		n = buf_room(io->to_backend);
+	if (n == 0)
+		return (0);
+	if (t->phase == PHASE_BDAT)
+		put(io->to_backend, buf_head(io->client_in), n);
+	buf_consume(io->client_in, n);
+	t->bdat_left -= n;
+	if (t->bdat_left == 0)
+		t->phase = PHASE_COMMAND;
+	return (1);
+}
+
+static int
+client_input(struct smtp *t, struct smtp_io *io)
+{
+	switch (t->phase) {
+	case PHASE_PLAIN:
+		return (client_command(t, io));
+	case PHASE_COMMAND:
+	case PHASE_AUTH:
+		/* Nothing goes to the backend before its banner. */
+		if (!t->greeted)
+			return (0);
+		return (client_command(t, io));
+	case PHASE_DATA:
+		return (body_scan(t, io));
+	case PHASE_BDAT:
+	case PHASE_BDAT_DISCARD:
+		return (bdat_scan(t, io));
+	case PHASE_TLS_WAIT:
+		/* Plaintext that arrived after STARTTLS was accepted is never
+		 * executed; the session reads none, but be sure. */
+		if (buf_len(io->client_in) > 0) {
+			logf_(t, SMTP_LOG_WARN, "discarded %zu bytes sent after "
+			    "STARTTLS in plaintext", buf_len(io->client_in));
+			buf_consume(io->client_in, buf_len(io->client_in));
+			return (1);
+		}
+		return (0);
+	case PHASE_QUIT:
+	case PHASE_CLOSED:
+	case PHASE_MAX:
+		break;
+	}
+	return (0);
+}
+
+/* Replies */
+
+/* Emit local replies at the head of the FIFO. Returns 1 if any was. */
+static int
+emit_local(struct smtp *t, struct smtp_io *io)
+{
+	const char *host = t->conf->hostname;
+	int any = 0;
+	enum slot s;
+
+	while (t->count > 0 && (s = fifo_head(t)) >= SLOT_LOCAL &&
+	    t->phase != PHASE_CLOSED) {
+		if (buf_room(io->to_client) < 640)
+			break;
+		if (s == LOCAL_EHLO_MIN)
+			putf(io->to_client, !t->tls && t->conf->mode ==
+			    SMTP_MODE_OPPORTUNISTIC ? "250-%s\r\n250 STARTTLS\r\n"
+			    : "250 %s\r\n", host);
+		else
+			putf(io->to_client, local_replies[s - SLOT_LOCAL], host);
+		fifo_pop(t);
+		any = 1;
+		if (s == LOCAL_STARTTLS)
+			t->want_tls = t->starttls_sent = 1;
+		else if (s == LOCAL_QUIT)
+			close_after_flush(t, "quit");
+		else if (s == LOCAL_BARE_REJECT)
+			close_after_flush(t, "bare CR or LF in message body");
+	}
+	return (any);
+}
+
+/* Copy a reply line by line, each ending in CRLF. */
+static void
+relay_reply(struct buf *out, const char *p, size_t n)
+{
+	size_t off = 0, len, used;
+
+	while (off < n && smtp_line(p + off, n - off, n - off, &len, &used) == 1) {
+		put(out, p + off, len);
+		put(out, "\r\n", 2);
+		off += used;
+	}
+}
+
+/*
+ * Rewrite a 250 reply to EHLO (DESIGN.md rule 4): STARTTLS, XCLIENT and
+ * XFORWARD go; before TLS on an opportunistic listener AUTH goes too and
+ * STARTTLS is offered by the gateway. The keywords are remembered for
+ * relaying extension commands and BDAT.
+ */
+static void
+ehlo_rewrite(struct smtp *t, struct buf *out, const char *p, size_t n)
+{
+	const char *kept[65];	/* one more for the added STARTTLS */
+	size_t kept_len[65], nkept = 0, off = 0, len, used, kw, i;
+	int pre_tls = !t->tls;
+
+	t->exts[0] = '\0';
+	t->chunking = 0;
+	while (off < n && smtp_line(p + off, n - off, n - off, &len, &used) == 1) {
+		const char *line = p + off;
+
+		off += used;
+		if (nkept > 0) {
+			/* Not the first line: a keyword with parameters. */
+			const char *k = line + 4;
+			size_t klen = len > 4 ? len - 4 : 0;
+
+			for (kw = 0; kw < klen && k[kw] != ' ' && k[kw] != '='; kw++)
+				;
+			if ((kw == 8 && strncasecmp(k, "STARTTLS", 8) == 0) ||
+			    (kw == 7 && strncasecmp(k, "XCLIENT", 7) == 0) ||
+			    (kw == 8 && strncasecmp(k, "XFORWARD", 8) == 0) ||
+			    (pre_tls && kw == 4 && strncasecmp(k, "AUTH", 4) == 0))
+				continue;
+			if (kw == 8 && strncasecmp(k, "CHUNKING", 8) == 0)
+				t->chunking = 1;
+			ext_add(t, k, kw);
+			if (nkept == sizeof(kept) / sizeof(kept[0]) - 1)
+				continue;
+		}
+		kept[nkept] = line;
+		kept_len[nkept++] = len;
+	}
+	if (pre_tls)
+		kept[nkept] = "250 STARTTLS", kept_len[nkept++] = 12;
+	for (i = 0; i < nkept; i++) {
+		put(out, kept[i], 3);
+		put(out, i + 1 < nkept ? "-" : " ", 1);
+		if (kept_len[i] > 4)
+			put(out, kept[i] + 4, kept_len[i] - 4);
+		put(out, "\r\n", 2);
+	}
+}
+
+/* Handle one complete backend reply for the slot at the head. */
+static void
+backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
+    int code)
+{
+	enum slot s = fifo_head(t);
+	int ok = code / 100 == 2;
+
+	switch (s) {
+	case SLOT_BANNER:
+		t->greeted = 1;
+		relay_reply(io->to_client, p, n);
+		break;
+	case SLOT_BANNER_HIDDEN:
+		t->greeted = 1;
+		if (code != 220) {
+			logf_(t, SMTP_LOG_WARN, "backend greeted with %d", code);
+			fifo_pop(t);
+			smtp_abort(t, io, ABORT_BACKEND_REFUSED);
+			return;
+		}
+		break;
+	case SLOT_EHLO:
+		if (code == 500 || code == 502) {
+			/* An RFC 821 server: say HELO for the client, and answer
+			 * its EHLO with what holds through the gateway. */
+			t->no_ehlo = 1;
+			put(io->to_backend, "HELO ", 5);
+			put(io->to_backend, t->ehlo_arg, strlen(t->ehlo_arg));
+			put(io->to_backend, "\r\n", 2);
+			fifo_replace_head(t, SLOT_HELO_FALLBACK);
+			return;
+		}
+		if (ok) {
+			ehlo_rewrite(t, io->to_client, p, n);
+			t->helo_done = 1;
+		} else {
+			relay_reply(io->to_client, p, n);
+		}
+		break;
+	case SLOT_HELO_FALLBACK:
+		if (ok) {
+			t->helo_done = 1;
+			t->chunking = 0;
+			t->exts[0] = '\0';
+			fifo_replace_head(t, LOCAL_EHLO_MIN);
+			emit_local(t, io);
+			return;
+		}
+		relay_reply(io->to_client, p, n);
+		break;
+	case SLOT_HELO:
+		if (ok) {
+			t->helo_done = 1;
+			t->chunking = 0;
+			t->exts[0] = '\0';
+		}
+		relay_reply(io->to_client, p, n);
+		break;
+	case SLOT_DATA:
+		relay_reply(io->to_client, p, n);
+		if (code == 354) {
+			t->phase = PHASE_DATA;
+			t->body_state = BODY_BOL;
+			t->body_first = 1;
+			t->tainted = 0;
+		}
+		break;
+	case SLOT_DATA_END:
+	case SLOT_BDAT_LAST:
+		relay_reply(io->to_client, p, n);
+		if (ok)
+			t->messages++;
+		break;
+	case SLOT_AUTH:
+		relay_reply(io->to_client, p, n);
+		if (code == 334) {
+			/* The exchange goes on: the slot stays at the head. */
+			t->phase = PHASE_AUTH;
+			return;
+		}
+		break;
+	case SLOT_QUIT:
+		relay_reply(io->to_client, p, n);
+		fifo_pop(t);
+		close_after_flush(t, "quit");
+		return;
+	case SLOT_BDAT:
+	case SLOT_OTHER:
+	default:
+		relay_reply(io->to_client, p, n);
+		break;
+	}
+	fifo_pop(t);
+	/* RFC 5321 section 3.8: 421 means the backend is closing. */
+	if (code == 421)
+		close_after_flush(t, "backend sent 421");
+}
+
+/* Take complete replies from backend_in. Returns 1 if any was. */
+static int
+backend_input(struct smtp *t, struct smtp_io *io)
+{
+	size_t len;
+	int code, r, any = 0;
+
+	while (t->phase != PHASE_CLOSED && buf_len(io->backend_in) > 0) {
+		emit_local(t, io);
+		r = smtp_reply(buf_head(io->backend_in), buf_len(io->backend_in),
+		    &len, &code);
+		if (r == 0)
+			break;
+		if (r == -1) {
+			logf_(t, SMTP_LOG_WARN, "backend sent an invalid reply");
+			smtp_abort(t, io, ABORT_BACKEND_PROTOCOL);
+			return (1);
+		}
+		if (t->count == 0 || fifo_head(t) >= SLOT_LOCAL) {
+			if (t->count == 0 && code == 421) {
+				/* An unsolicited 421 may come at any time. */
+				relay_reply(io->to_client, buf_head(io->backend_in),
+				    len);
+				buf_consume(io->backend_in, len);
+				close_after_flush(t, "backend sent 421");
+				return (1);
+			}
+			if (t->count == 0) {
+				logf_(t, SMTP_LOG_WARN, "backend sent a reply "
+				    "nobody asked for");
+				smtp_abort(t, io, ABORT_BACKEND_PROTOCOL);
+				return (1);
+			}
+			break;	/* a local reply is waiting for room */
+		}
+		/* The rewritten EHLO reply adds at most one short line, and a
+		 * rejected EHLO sends a HELO to the backend. */
+		if (buf_room(io->to_client) < len + 64 ||
+		    (fifo_head(t) == SLOT_EHLO &&
+		    buf_room(io->to_backend) < sizeof(t->ehlo_arg) + 8))
+			break;
+		backend_reply(t, io, buf_head(io->backend_in), len, code);
+		buf_consume(io->backend_in, len);
+		any = 1;
+	}
+	return (emit_local(t, io) || any);
+}
+
+/* Public interface */
+
+void
+smtp_init(struct smtp *t, const struct smtp_conf *c, smtp_log_fn log,
+    void *log_arg)
+{
+	memset(t, 0, sizeof(*t));
+	t->conf = c;
+	t->log = log;
+	t->log_arg = log_arg;
+	t->pending_abort = -1;
+	t->phase = PHASE_TLS_WAIT;
+}
+
+void
+smtp_start(struct smtp *t, struct smtp_io *io)
+{
+	switch (t->conf->mode) {
+	case SMTP_MODE_STARTTLS:
+		putf(io->to_client, "220 %s ESMTP\r\n", t->conf->hostname);
+		t->phase = PHASE_PLAIN;
+		break;
+	case SMTP_MODE_OPPORTUNISTIC:
+		t->want_backend = 1;
+		fifo_push(t, SLOT_BANNER);
+		t->phase = PHASE_COMMAND;
+		break;
+	case SMTP_MODE_IMPLICIT:
+		t->phase = PHASE_TLS_WAIT;
+		break;
+	}
+}
+
+void
+smtp_tls_done(struct smtp *t, struct smtp_io *io)
+{
+	t->tls = 1;
+	t->starttls_sent = 0;
+	t->helo_done = 0;
+	t->chunking = 0;
+	t->exts[0] = '\0';
+	t->ehlo_arg[0] = '\0';
+	t->phase = PHASE_COMMAND;
+	if (t->conf->mode == SMTP_MODE_IMPLICIT) {
+		t->want_backend = 1;
+		fifo_push(t, SLOT_BANNER);
+	}
+	if (t->pending_abort != -1)
+		smtp_abort(t, io, (enum smtp_abort)t->pending_abort);
+}
+
+void
+smtp_abort(struct smtp *t, struct smtp_io *io, enum smtp_abort why)
+{
+	if (t->phase == PHASE_CLOSED)
+		return;
+	if (t->starttls_sent) {
+		/* The client is starting TLS: the 421 must travel inside it,
+		 * so it waits for smtp_tls_done(). */
+		t->pending_abort = (int)why;
+		return;
+	}
+	/* Before an implicit handshake the client cannot read plaintext. */
+	if (t->tls || t->conf->mode != SMTP_MODE_IMPLICIT)
+		putf(io->to_client, abort_replies[why], t->conf->hostname);
+	close_after_flush(t, smtp_abort_names[why]);
+}
+
+int
+smtp_run(struct smtp *t, struct smtp_io *io)
+{
+	int any = 0, progress;
+
+	do {
+		progress = 0;
+		if (t->phase == PHASE_CLOSED)
+			break;
+		progress |= backend_input(t, io);
+		if (t->phase == PHASE_CLOSED)
+			break;
+		progress |= client_input(t, io);
+		progress |= emit_local(t, io);
+		any |= progress;
+	} while (progress);
+
+	if (t->phase == PHASE_CLOSED)
+		return (any);
+	/* Every complete reply was taken above: a backend that is gone now
+	 * leaves the session without a server (RFC 5321 section 3.8). */
+	if (io->backend_eof) {
+		smtp_abort(t, io, ABORT_BACKEND_CLOSED);
+		return (1);
+	}
+	if (io->client_eof) {
+		if (t->phase == PHASE_DATA || t->phase == PHASE_BDAT) {
+			/* An unfinished message is abandoned: the backend never
+			 * sees its end (RFC 5321 section 4.1.1.5). */
+			close_after_flush(t, "client closed during message");
+			return (1);
+		}
+		/* A client that half-closed after QUIT still gets its replies
+		 * before the close. */
+		if (t->count == 0) {
+			close_after_flush(t, "client closed");
+			return (1);
+		}
+	}
+	return (any);
+}
+
+int
+smtp_wants_client_input(const struct smtp *t)
+{
+	switch (t->phase) {
+	case PHASE_TLS_WAIT:
+	case PHASE_QUIT:
+	case PHASE_CLOSED:
+	case PHASE_MAX:
+		return (0);
+	default:
+		return (1);
+	}
+}
+
+int
+smtp_awaits_backend(const struct smtp *t)
+{
+	return (t->count > 0 && fifo_head(t) < SLOT_LOCAL);
+}

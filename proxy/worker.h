@@ -1,0 +1,26 @@
+/* worker: what one event loop serves. Every session and listener belongs to
+ * exactly one worker; nothing on the data path is shared between workers. */
+#ifndef SMTPGATE_WORKER_H
+#define SMTPGATE_WORKER_H
+
+#include <ev.h>
+#include <openssl/ssl.h>
+#include <stdint.h>
+
+struct config;
+struct listener;
+struct session;
+
+struct worker {
+	struct ev_loop		*loop;
+	const struct config	*conf;
+	SSL_CTX			*ctx;
+	struct listener		*listeners;
+	struct session		*sessions;	/* all open sessions, a list */
+	unsigned		 nsessions;
+	uint64_t		 next_id;
+	int			 draining;	/* 0, 1: waiting, 2: 421s sent */
+	ev_timer		 drain_timer;
+};
+
+#endif
