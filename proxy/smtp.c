@@ -603,14 +603,19 @@ client_command(struct smtp *t, struct smtp_io *io)
 	if (r == 0)
 		return (0);
 	if (r == -1) {
+		/* Drop the line through its LF if it is all here, or else what
+		 * there is and the rest as it comes. */
+		const char *lf = memchr(p, '\n', n);
+
 		fifo_push(t, LOCAL_500_LONG);
-		t->skip_line = 1;
-		buf_consume(io->client_in, n);
+		t->skip_line = lf == NULL;
+		buf_consume(io->client_in, lf ? (size_t)(lf - p) + 1 : n);
 		return (1);
 	}
 
 	/* A bare CR or a NUL inside a command line is never forwarded. */
-	if (memchr(p, '\r', len) != NULL || memchr(p, '\0', len) != NULL) {
+	if (t->phase != PHASE_AUTH && (len == 0 ||
+	    memchr(p, '\r', len) != NULL || memchr(p, '\0', len) != NULL)) {
 		buf_consume(io->client_in, used);
 		fifo_push(t, LOCAL_500_SYNTAX);
 		return (1);

@@ -1,0 +1,12 @@
+/* One Check suite per module; tests/unit/main.c runs them all. */
+#ifndef SMTPGATE_TEST_SUITES_H
+#define SMTPGATE_TEST_SUITES_H
+
+#include <check.h>
+
+Suite	*buf_suite(void);
+Suite	*smtp_suite(void);
+Suite	*config_suite(void);
+Suite	*tls_suite(void);
+
+#endif
