@@ -110,19 +110,6 @@ static const char *const local_replies[] = {
 	    "or LF; rejected\r\n421 4.3.0 %s closing connection\r\n",
 };
 
-/* States of the DATA body scanner (see body_scan()). */
-enum body_state {
-	BODY_BOL,		/* at the start of a line */
-	BODY_TEXT,		/* inside a line */
-	BODY_CR,		/* a CR is held: CRLF or a bare CR? */
-	BODY_DOT,		/* a leading dot is held */
-	BODY_DOT_CR,		/* a leading dot and a CR are held */
-};
-
-/* Room kept free before handling one special body byte: the most it emits
- * is "..\r\n". */
-#define BODY_SPECIAL_ROOM	4
-
 static void
 logf_(struct smtp *t, enum smtp_log_level lvl, const char *fmt, ...)
 {
@@ -639,131 +626,27 @@ client_command(struct smtp *t, struct smtp_io *io)
 	return (1);
 }
 
-/*
- * The DATA body scanner (DESIGN.md rule 6). Only CRLF "." CRLF ends the body
- * (RFC 5321 section 4.1.1.4). A bare CR or LF is sent on as CRLF; the line it
- * starts is then a new line to the backend, so a leading dot on it is
- * doubled, and a "." line ended by a bare CR or LF is doubled too: the
- * backend then finds the end of data exactly where the gateway did. In
- * reject mode the body is dropped from the first bare CR or LF on.
- * Returns 1 if it consumed anything.
- */
+/* DATA body bytes, through the scanner. Returns 1 if it consumed any. */
 static int
-body_scan(struct smtp *t, struct smtp_io *io)
+body_input(struct smtp *t, struct smtp_io *io)
 {
-	const unsigned char *p = (const unsigned char *)buf_head(io->client_in);
-	size_t n = buf_len(io->client_in), i = 0, run;
-	struct buf *out = io->to_backend;
-	int drop;
-	unsigned char ch;
+	size_t used;
+	int ended, was_bare = t->body.bare;
 
-#define EMIT(s, l)	do { if (!drop) put(out, (s), (l)); } while (0)
-#define BARE()		do { \
-		if (!t->tainted) \
-			logf_(t, SMTP_LOG_INFO, "bare CR or LF in message body, " \
-			    "%s", t->conf->bare_reject ? "rejecting" : \
-			    "normalized"); \
-		t->tainted = 1; \
-		drop = t->conf->bare_reject; \
-	} while (0)
-
-	drop = t->tainted && t->conf->bare_reject;
-	while (i < n && buf_room(out) >= BODY_SPECIAL_ROOM) {
-		ch = p[i];
-		switch (t->body_state) {
-		case BODY_TEXT:
-			if (ch != '\r' && ch != '\n') {
-				/* A run of ordinary bytes is copied at once. */
-				for (run = i; run < n && p[run] != '\r' &&
-				    p[run] != '\n'; run++)
-					;
-				run -= i;
-				if (run > buf_room(out) - BODY_SPECIAL_ROOM)
-					run = buf_room(out) - BODY_SPECIAL_ROOM;
-				if (run == 0)
-					goto out;
-				EMIT((const char *)p + i, run);
-				i += run;
-				continue;
-			}
-			/* FALLTHROUGH */
-		case BODY_BOL:
-			if (ch == '\r') {
-				t->body_state = BODY_CR;
-			} else if (ch == '\n') {
-				BARE();
-				EMIT("\r\n", 2);
-				t->body_first = 0;
-				t->body_state = BODY_BOL;
-			} else if (ch == '.' && t->body_state == BODY_BOL) {
-				if (t->body_first) {
-					t->body_state = BODY_DOT;
-				} else {
-					EMIT("..", 2);
-					t->body_state = BODY_TEXT;
-				}
-			} else {
-				EMIT((const char *)&ch, 1);
-				t->body_state = BODY_TEXT;
-			}
-			i++;
-			break;
-		case BODY_CR:
-			if (ch == '\n') {
-				EMIT("\r\n", 2);
-				t->body_first = 1;
-				t->body_state = BODY_BOL;
-				i++;
-			} else {
-				/* A bare CR: the byte is read again at the start
-				 * of the new line. */
-				BARE();
-				EMIT("\r\n", 2);
-				t->body_first = 0;
-				t->body_state = BODY_BOL;
-			}
-			break;
-		case BODY_DOT:
-			if (ch == '\r') {
-				t->body_state = BODY_DOT_CR;
-				i++;
-			} else if (ch == '\n') {
-				BARE();
-				EMIT("..\r\n", 4);
-				t->body_first = 0;
-				t->body_state = BODY_BOL;
-				i++;
-			} else {
-				/* The client's own dot-stuffing: pass it on. */
-				EMIT(".", 1);
-				t->body_state = BODY_TEXT;
-			}
-			break;
-		case BODY_DOT_CR:
-			if (ch == '\n') {
-				i++;
-				buf_consume(io->client_in, i);
-				t->phase = PHASE_COMMAND;
-				if (t->tainted && t->conf->bare_reject) {
-					fifo_push(t, LOCAL_BARE_REJECT);
-				} else {
-					put(out, ".\r\n", 3);
-					fifo_push(t, SLOT_DATA_END);
-				}
-				return (1);
-			}
-			BARE();
-			EMIT("..\r\n", 4);
-			t->body_first = 0;
-			t->body_state = BODY_BOL;
-			break;
-		}
+	used = body_scan(&t->body, buf_head(io->client_in),
+	    buf_len(io->client_in), io->to_backend, &ended);
+	buf_consume(io->client_in, used);
+	if (t->body.bare && !was_bare)
+		logf_(t, SMTP_LOG_INFO, "bare CR or LF in message body, %s",
+		    t->conf->bare_reject ? "rejecting" : "normalized");
+	if (ended) {
+		t->phase = PHASE_COMMAND;
+		/* A rejected body never got its end of data: the backend's
+		 * transaction dies with the session. */
+		fifo_push(t, t->body.bare && t->body.drop ? LOCAL_BARE_REJECT :
+		    SLOT_DATA_END);
 	}
-out:
-	buf_consume(io->client_in, i);
-	return (i > 0);
-#undef EMIT
-#undef BARE
+	return (used > 0);
 }
 
 /* BDAT chunk bytes: relayed as they are, or dropped. */
@@ -800,7 +683,7 @@ client_input(struct smtp *t, struct smtp_io *io)
 			return (0);
 		return (client_command(t, io));
 	case PHASE_DATA:
-		return (body_scan(t, io));
+		return (body_input(t, io));
 	case PHASE_BDAT:
 	case PHASE_BDAT_DISCARD:
 		return (bdat_scan(t, io));
@@ -981,9 +864,7 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 		relay_reply(io->to_client, p, n);
 		if (code == 354) {
 			t->phase = PHASE_DATA;
-			t->body_state = BODY_BOL;
-			t->body_first = 1;
-			t->tainted = 0;
+			body_init(&t->body, t->conf->bare_reject);
 		}
 		break;
 	case SLOT_DATA_END:

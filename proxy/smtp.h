@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "body.h"
 #include "buf.h"
 
 enum smtp_mode {
@@ -87,7 +88,6 @@ struct smtp {
 	unsigned		 greeted:1;	/* the backend's banner has arrived */
 	unsigned		 no_ehlo:1;	/* the backend rejects EHLO */
 	unsigned		 chunking:1;	/* the backend offers CHUNKING */
-	unsigned		 tainted:1;	/* this body had a bare CR or LF */
 	unsigned		 skip_line:1;	/* dropping an over-long line */
 	unsigned		 bdat_last:1;
 
@@ -99,8 +99,7 @@ struct smtp {
 	const char		*close_reason;	/* static text, for the log */
 
 	int			 pending_abort;	/* -1, or an abort held until TLS is up */
-	uint8_t			 body_state;
-	unsigned		 body_first:1;	/* the line began after a real CRLF */
+	struct body		 body;		/* the DATA body scanner */
 	uint64_t		 bdat_left;
 	uint16_t		 head, count;
 	uint8_t			 slots[SMTP_FIFO];
