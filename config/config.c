@@ -92,7 +92,8 @@ set_address(struct config *c, void *dst, const char *v, const void *arg)
 		port = colon + 1;
 	}
 	if (hlen == 0 || hlen >= sizeof(host) || *port == '\0' ||
-	    strspn(port, "0123456789") != strlen(port) || atol(port) > 65535) {
+	    strspn(port, "0123456789") != strlen(port) || strlen(port) > 5 ||
+	    atol(port) == 0 || atol(port) > 65535) {
 		config_error(c, c->lineno, "'%s': expected host:port", v);
 		return (-1);
 	}
@@ -177,8 +178,8 @@ set_seconds(struct config *c, void *dst, const char *v, const void *arg)
 /* A word from a NULL-terminated list; stores its index, or the value at the
  * same index in a parallel list of ints when one follows the NULL. */
 struct words {
-	const char	*names[6];
-	int		 values[6];
+	const char	*names[8];	/* NULL-terminated */
+	int		 values[8];
 };
 
 static int
@@ -269,7 +270,7 @@ static const struct words w_tlsver = { { "TLSv1.2", "TLSv1.3", NULL },
 static const struct words w_mode = { { "implicit", "starttls", NULL },
 	{ CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS } };
 static const struct words w_bool = { { "yes", "no", "true", "false", "on",
-	"off" }, { 1, 0, 1, 0, 1, 0 } };
+	"off", NULL }, { 1, 0, 1, 0, 1, 0 } };
 
 enum section { SEC_GATEWAY, SEC_TLS, SEC_TIMEOUTS, SEC_LISTENER };
 
@@ -324,6 +325,8 @@ listener_find(struct config *c, const char *name)
 	return (NULL);
 }
 
+#define LISTENER_NAME_MAX	40
+
 /* A section header, seen by the reader: check its name. */
 static void
 section_begin(struct config *c, const char *name)
@@ -342,9 +345,11 @@ section_begin(struct config *c, const char *name)
 		return;
 	}
 	name += 9;
-	if (*name == '\0' || strlen(name) >= sizeof(l->name)) {
+	/* inih passes section names of up to 49 characters to the handler;
+	 * a longer one would be matched cut short. */
+	if (*name == '\0' || strlen(name) > LISTENER_NAME_MAX) {
 		config_error(c, c->lineno, "[listener:NAME] needs a name of 1 to "
-		    "63 characters");
+		    "%d characters", LISTENER_NAME_MAX);
 		return;
 	}
 	if (listener_find(c, name) != NULL) {
@@ -396,7 +401,11 @@ read_line(char *str, int num, void *stream)
 		str[0] = '\0';
 		return (str);
 	}
-	for (p = str; isspace((unsigned char)*p); p++)
+	p = str;
+	/* inih skips a UTF-8 byte order mark; so must the header check. */
+	if (src->c->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+		p += 3;
+	for (; isspace((unsigned char)*p); p++)
 		;
 	if (*p == '[') {
 		const char *end = strchr(p, ']');
@@ -406,6 +415,9 @@ read_line(char *str, int num, void *stream)
 			memcpy(name, p + 1, (size_t)(end - p - 1));
 			name[end - p - 1] = '\0';
 			section_begin(src->c, name);
+		} else if (end != NULL) {
+			config_error(src->c, src->c->lineno, "section name too "
+			    "long");
 		}
 	}
 	return (str);
@@ -420,6 +432,10 @@ handler(void *user, const char *section, const char *name, const char *value)
 	char *base;
 	size_t i;
 
+	if (*section == '\0') {
+		config_error(c, c->lineno, "'%s' is outside any section", name);
+		return (1);
+	}
 	if (strcmp(section, "gateway") == 0)
 		sec = SEC_GATEWAY;
 	else if (strcmp(section, "tls") == 0)
@@ -439,11 +455,7 @@ handler(void *user, const char *section, const char *name, const char *value)
 		keys[i].set(c, base + keys[i].offset, value, keys[i].arg);
 		return (1);
 	}
-	if (*section == '\0')
-		config_error(c, c->lineno, "'%s' is outside any section", name);
-	else
-		config_error(c, c->lineno, "unknown key '%s' in [%s]", name,
-		    section);
+	config_error(c, c->lineno, "unknown key '%s' in [%s]", name, section);
 	return (1);
 }
 
@@ -522,6 +534,9 @@ load(struct source *src, const char *name)
 	if ((c = config_new(name)) == NULL)
 		return (NULL);
 	src->c = c;
+	/* An indented line is a key like any other, not a continuation of the
+	 * value above it. */
+	ini_allow_multiline = false;
 	r = ini_parse_stream(read_line, src, handler, c);
 	if (r > 0)
 		config_error(c, r, "syntax error (expected [section] or "

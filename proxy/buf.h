@@ -19,7 +19,11 @@ void	buf_fini(struct buf *b);
 
 static inline size_t buf_len(const struct buf *b) { return (b->len); }
 static inline size_t buf_room(const struct buf *b) { return (b->cap - b->len); }
-static inline const char *buf_head(const struct buf *b) { return (b->data + b->off); }
+static inline const char *
+buf_head(const struct buf *b)
+{
+	return (b->data != NULL ? b->data + b->off : "");
+}
 
 /* Make room contiguous at the tail: returns a pointer to at least
  * buf_room(b) writable bytes, or NULL when out of memory. Commit with

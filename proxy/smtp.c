@@ -573,28 +573,26 @@ client_command(struct smtp *t, struct smtp_io *io)
 	struct cmd c;
 	int r;
 
-	if (n == 0 || fifo_full(t) || (t->sync && t->count > 0))
+	/* After a group-ending command nothing is read until its reply is in;
+	 * an answer to a 334 is what that reply asked for. */
+	if (n == 0 || fifo_full(t) ||
+	    (t->sync && t->count > 0 && t->phase != PHASE_AUTH))
 		return (0);
 	/* The longest command plus CRLF must fit in to_backend. */
 	if (buf_room(io->to_backend) < t->conf->max_line + 8)
 		return (0);
 
-	r = smtp_line(p, n, t->conf->max_line, &len, &used);
-	if (t->skip_line) {
-		/* The rest of an over-long line: drop it up to its LF. */
-		buf_consume(io->client_in, r == 1 ? used : n);
-		if (r == 1)
-			t->skip_line = 0;
-		return (1);
-	}
+	r = t->skip_line ? -1 : smtp_line(p, n, t->conf->max_line, &len, &used);
 	if (r == 0)
 		return (0);
 	if (r == -1) {
-		/* Drop the line through its LF if it is all here, or else what
-		 * there is and the rest as it comes. */
+		/* An over-long line is dropped through its LF if that is here,
+		 * or else what there is, and the rest as it comes. It gets one
+		 * 500. */
 		const char *lf = memchr(p, '\n', n);
 
-		fifo_push(t, LOCAL_500_LONG);
+		if (!t->skip_line)
+			fifo_push(t, LOCAL_500_LONG);
 		t->skip_line = lf == NULL;
 		buf_consume(io->client_in, lf ? (size_t)(lf - p) + 1 : n);
 		return (1);

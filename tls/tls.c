@@ -1,4 +1,5 @@
 #include <openssl/err.h>
+#include <openssl/objects.h>
 #include <openssl/ssl.h>
 
 #include <errno.h>
@@ -15,9 +16,9 @@ SSL_CTX *
 tls_ctx_new(const struct config_tls *c, char *err, size_t errlen)
 {
 	static const unsigned char sid_ctx[] = "smtpgate";
+	int types[CONFIG_MAX_CERTS], type, i, j;
 	char e[256];
 	SSL_CTX *ctx;
-	int i;
 
 	ERR_clear_error();
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -63,10 +64,21 @@ tls_ctx_new(const struct config_tls *c, char *err, size_t errlen)
 			goto fail_msg;
 		}
 		if (SSL_CTX_check_private_key(ctx) != 1) {
-			snprintf(err, errlen, "key %s does not match cert %s",
-			    c->keys[i], c->certs[i]);
+			snprintf(err, errlen, "key %s does not match cert %s: %s",
+			    c->keys[i], c->certs[i], tls_error(e, sizeof(e)));
 			goto fail_msg;
 		}
+		/* A second chain of the same key type would silently replace
+		 * the first. */
+		type = EVP_PKEY_get_base_id(SSL_CTX_get0_privatekey(ctx));
+		for (j = 0; j < i; j++)
+			if (types[j] == type) {
+				snprintf(err, errlen, "cert %s: a certificate with "
+				    "a %s key is configured already", c->certs[i],
+				    OBJ_nid2sn(type));
+				goto fail_msg;
+			}
+		types[i] = type;
 	}
 	return (ctx);
 

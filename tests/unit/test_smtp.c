@@ -50,13 +50,15 @@ static void
 h_drain(struct harness *h)
 {
 	ck_assert_uint_le(h->client_len + buf_len(&h->cout), SEEN);
-	memcpy(h->client_seen + h->client_len, buf_head(&h->cout),
-	    buf_len(&h->cout));
+	if (buf_len(&h->cout) > 0)
+		memcpy(h->client_seen + h->client_len, buf_head(&h->cout),
+		    buf_len(&h->cout));
 	h->client_len += buf_len(&h->cout);
 	buf_consume(&h->cout, buf_len(&h->cout));
 	ck_assert_uint_le(h->backend_len + buf_len(&h->bout), SEEN);
-	memcpy(h->backend_seen + h->backend_len, buf_head(&h->bout),
-	    buf_len(&h->bout));
+	if (buf_len(&h->bout) > 0)
+		memcpy(h->backend_seen + h->backend_len, buf_head(&h->bout),
+		    buf_len(&h->bout));
 	h->backend_len += buf_len(&h->bout);
 	buf_consume(&h->bout, buf_len(&h->bout));
 }
@@ -189,6 +191,10 @@ struct script {
 	S(FLAGS, "bt"), N(TLS), S(B, "220 b.test ESMTP\r\n"), \
 	S(WANT_C, ""), S(C, "EHLO c\r\n"), S(WANT_B, "EHLO c\r\n"), \
 	S(B, EXTS), S(WANT_C, EXTS)
+
+#define X100 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" \
+	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+#define X600 X100 X100 X100 X100 X100 X100
 
 /* An implicit session up to DATA's 354. */
 #define IN_DATA \
@@ -380,6 +386,25 @@ static const struct script scripts[] = {
 		S(B, "250 ok\r\n"),
 		S(WANT_C, "250 ok\r\n502 5.5.1 Command not implemented\r\n"),
 		N(END) } },
+	{ "lines: an over-long line arriving in parts gets one 500",
+	  SMTP_MODE_IMPLICIT, 0, 512, {
+		N(TLS), S(B, "220 b.test\r\n"), S(WANT_C, "220 b.test\r\n"),
+		S(C, "NOOP " X600), S(C, X600), S(C, X600 "\r\nNOOP\r\n"),
+		S(WANT_C, "500 5.5.2 Line too long\r\n"), S(WANT_B, "NOOP\r\n"),
+		S(B, "250 ok\r\n"), S(WANT_C, "250 ok\r\n"),
+		S(C, "NOOP " X600 "\r\nNOOP\r\n"),
+		S(WANT_C, "500 5.5.2 Line too long\r\n"),
+		S(WANT_B, "NOOP\r\n"), N(END) } },
+	{ "auth: answers to 334 pass while AUTH's slot is open",
+	  SMTP_MODE_IMPLICIT, 0, 0, {
+		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
+		S(WANT_C, "220 b.test\r\n" EXTS), S(C, "AUTH LOGIN\r\n"),
+		S(B, "334 VXNlcm5hbWU6\r\n"), S(C, "dXNlcg==\r\n"),
+		S(B, "334 UGFzc3dvcmQ6\r\n"), S(C, "cGFzcw==\r\nNOOP\r\n"),
+		S(WANT_B, "EHLO c\r\nAUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\n"),
+		S(B, "235 2.7.0 ok\r\n"), S(WANT_B, "NOOP\r\n"),
+		S(WANT_C, "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"
+		    "235 2.7.0 ok\r\n"), N(END) } },
 	{ "ehlo: an RFC 821 backend gets HELO, the client a short EHLO reply",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 old.test\r\n"), S(C, "EHLO c.test\r\n"),

@@ -1,0 +1,621 @@
+#!/usr/bin/env python3
+"""A small plaintext SMTP server: the demo backend for smtpgate, and a
+scriptable fake backend for its integration tests.
+
+    python3 tests/backend.py --listen 127.0.0.1:2525 [--maildir DIR] [--log FILE]
+
+It speaks RFC 5321 with PIPELINING, 8BITMIME, SIZE, CHUNKING (BDAT),
+ENHANCEDSTATUSCODES and AUTH PLAIN/LOGIN (any credentials are accepted unless
+--auth-fail). Each accepted message N (1, 2, 3... in order of acceptance,
+global across connections) is written atomically to DIR/msg-N.eml (the
+message content, after dot-unstuffing for DATA, or the concatenated BDAT
+chunks) and DIR/msg-N.env (lines `HELO <name>`, `MAIL FROM:<...>`,
+`RCPT TO:<...>` exactly as the client sent them). The .env file is renamed
+into place before the .eml file, so a reader that sees msg-N.eml also sees
+msg-N.env.
+
+Options that make it misbehave, for tests: --banner, --no-ehlo, --ext,
+--lenient (treats a bare LF or bare CR as a line end: vulnerable to SMTP
+smuggling), --close-after-data, --no-reply-after-data, --reply-delay,
+--auth-fail. A RCPT whose address contains "reject" gets 550.
+
+Only the Python standard library is used. Exits 0 on SIGTERM/SIGINT.
+"""
+
+import argparse
+import base64
+import os
+import re
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+
+DEFAULT_EXT = ("PIPELINING,8BITMIME,CHUNKING,AUTH PLAIN LOGIN,"
+               "SIZE 52428800,ENHANCEDSTATUSCODES")
+RECV_SIZE = 65536
+MAX_COMMAND = 65536          # longer command lines get 500 5.5.2
+
+
+class Closed(Exception):
+    """The peer went away (or the server is stopping)."""
+
+
+class Server:
+    def __init__(self, opts):
+        self.opts = opts
+        self.stop = threading.Event()
+        self.lock = threading.Lock()          # message counter, stdout
+        self.log_lock = threading.Lock()
+        self.msg_counter = 0
+        self.conn_counter = 0
+        self.conns = {}                       # id -> socket
+        self.threads = []
+        self.logf = open(opts.log, "ab") if opts.log else None
+        if opts.maildir:
+            os.makedirs(opts.maildir, exist_ok=True)
+        ext = DEFAULT_EXT if opts.ext is None else opts.ext
+        self.ext = [e.strip() for e in ext.split(",") if e.strip()]
+        self.ext_words = {e.split()[0].upper() for e in self.ext}
+        self.size_limit = 0
+        for e in self.ext:
+            parts = e.split()
+            if parts[0].upper() == "SIZE" and len(parts) > 1 and parts[1].isdigit():
+                self.size_limit = int(parts[1])
+        banner = opts.banner if opts.banner is not None else "220 backend.test ESMTP fake"
+        lines = banner.replace("\\r\\n", "\n").replace("\\n", "\n").split("\n")
+        self.banner = "".join(l.rstrip("\r") + "\r\n" for l in lines).encode("utf-8", "surrogateescape")
+        self.banner_refuses = not banner.startswith("2")
+
+    # --- shared resources ------------------------------------------------
+
+    def log_bytes(self, data):
+        if self.logf is not None:
+            with self.log_lock:
+                self.logf.write(data)
+                self.logf.flush()
+
+    def say(self, text):
+        with self.lock:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def store(self, helo, mail_line, rcpt_lines, content):
+        """Assign the next message number and write the files. Returns N."""
+        with self.lock:
+            self.msg_counter += 1
+            n = self.msg_counter
+        if self.opts.maildir:
+            env = [b"HELO " + helo, mail_line] + rcpt_lines
+            base = os.path.join(self.opts.maildir, "msg-%d" % n)
+            self._atomic_write(base + ".env", b"".join(l + b"\n" for l in env))
+            self._atomic_write(base + ".eml", content)
+        sender = _path_of(mail_line, b"FROM:")
+        rcpts = b", ".join(_path_of(l, b"TO:") for l in rcpt_lines)
+        head = "--- message %d from %s to %s (%d bytes) ---\n" % (
+            n, sender.decode("utf-8", "replace"), rcpts.decode("utf-8", "replace"), len(content))
+        with self.lock:
+            sys.stdout.write(head)
+            if not self.opts.quiet:
+                sys.stdout.flush()
+                sys.stdout.buffer.write(content)
+                if content and not content.endswith(b"\n"):
+                    sys.stdout.buffer.write(b"\n")
+                sys.stdout.buffer.flush()
+            sys.stdout.flush()
+        return n
+
+    @staticmethod
+    def _atomic_write(path, data):
+        tmp = "%s.tmp.%d.%d" % (path, os.getpid(), threading.get_ident())
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, path)
+
+    # --- main loop ---------------------------------------------------------
+
+    def serve(self, lsock):
+        rfd, wfd = socket.socketpair()
+        rfd.setblocking(False)
+        wfd.setblocking(False)
+        signal.set_wakeup_fd(wfd.fileno(), warn_on_full_buffer=False)
+
+        def on_signal(signum, frame):
+            self.stop.set()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+        sel = selectors.DefaultSelector()
+        sel.register(lsock, selectors.EVENT_READ)
+        sel.register(rfd, selectors.EVENT_READ)
+        lsock.setblocking(False)
+        while not self.stop.is_set():
+            for key, _ in sel.select(timeout=1.0):
+                if key.fileobj is rfd:
+                    try:
+                        rfd.recv(512)
+                    except OSError:
+                        pass
+                    continue
+                try:
+                    csock, addr = lsock.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:
+                    self.say("[backend] accept failed: %s" % e)
+                    continue
+                csock.setblocking(True)
+                with self.lock:
+                    self.conn_counter += 1
+                    cid = self.conn_counter
+                    self.conns[cid] = csock
+                t = threading.Thread(target=self.run_conn, args=(csock, addr, cid), daemon=True)
+                self.threads = [x for x in self.threads if x.is_alive()]
+                self.threads.append(t)
+                t.start()
+        # shutting down: stop accepting, wake every connection thread
+        sel.close()
+        lsock.close()
+        with self.lock:
+            socks = list(self.conns.values())
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 3.0
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.say("[backend] stopped")
+        if self.logf is not None:
+            self.logf.close()
+
+    def run_conn(self, sock, addr, cid):
+        self.say("[backend] connection %d from %s" % (cid, _fmt_addr(addr)))
+        try:
+            Session(self, sock, cid).run()
+        except Closed:
+            pass
+        except Exception as e:        # never crash the server
+            self.say("[backend] connection %d error: %r" % (cid, e))
+        finally:
+            with self.lock:
+                self.conns.pop(cid, None)
+            try:
+                sock.close()
+            except OSError:
+                pass
+            self.say("[backend] connection %d closed" % cid)
+
+
+def _fmt_addr(addr):
+    if len(addr) > 2:
+        return "[%s]:%d" % (addr[0], addr[1])
+    return "%s:%d" % (addr[0], addr[1])
+
+
+def _path_of(line, prefix):
+    """b'MAIL FROM:<a@b> SIZE=1' -> b'<a@b>'."""
+    i = line.upper().find(prefix)
+    rest = line[i + len(prefix):].strip() if i >= 0 else b""
+    m = re.match(rb"<[^>]*>", rest)
+    if m:
+        return m.group(0)
+    return rest.split(b" ")[0] if rest else b"<>"
+
+
+_LENIENT_EOL = re.compile(rb"\r\n|\n|\r")
+
+
+class Session:
+    def __init__(self, srv, sock, cid):
+        self.srv = srv
+        self.opts = srv.opts
+        self.sock = sock
+        self.cid = cid
+        self.buf = bytearray()
+        self.eof = False
+        self.helo = None          # bytes, the HELO/EHLO argument
+        self.authed = False
+        self.reset()
+        sock.settimeout(self.opts.idle_timeout)
+
+    def reset(self):
+        self.mail = None          # the MAIL command line (bytes)
+        self.rcpts = []
+        self.chunks = None        # list of BDAT chunks once BDAT started
+
+    # --- I/O ---------------------------------------------------------------
+
+    def recv_more(self):
+        if self.eof or self.srv.stop.is_set():
+            raise Closed()
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except socket.timeout:
+            self.send_now(b"421 4.4.2 backend.test idle timeout\r\n")
+            raise Closed()
+        except OSError:
+            raise Closed()
+        if not data:
+            self.eof = True
+            raise Closed()
+        self.srv.log_bytes(data)
+        self.buf += data
+
+    def send_now(self, data):
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise Closed()
+
+    def reply(self, text):
+        if self.opts.reply_delay > 0:
+            if self.srv.stop.wait(self.opts.reply_delay):
+                raise Closed()
+        if isinstance(text, str):
+            text = text.encode("utf-8", "surrogateescape")
+        if not text.endswith(b"\r\n"):
+            text += b"\r\n"
+        self.send_now(text)
+
+    def readline(self):
+        """One line without its terminator. Strict mode: only CRLF ends a
+        line. Lenient: CRLF, a bare LF or a bare CR does."""
+        scan = 0
+        while True:
+            if self.opts.lenient:
+                m = _LENIENT_EOL.search(self.buf, scan)
+                if m and not (m.group(0) == b"\r" and m.end() == len(self.buf) and not self.eof):
+                    line = bytes(self.buf[:m.start()])
+                    del self.buf[:m.end()]
+                    return line
+            else:
+                i = self.buf.find(b"\r\n", scan)
+                if i >= 0:
+                    line = bytes(self.buf[:i])
+                    del self.buf[:i + 2]
+                    return line
+            scan = max(0, len(self.buf) - 1)
+            if len(self.buf) > MAX_COMMAND:
+                self.discard_long_line()
+                self.reply("500 5.5.2 Line too long")
+                scan = 0
+                continue
+            self.recv_more()
+
+    def discard_long_line(self):
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                del self.buf[:i + 1]
+                return
+            self.buf.clear()
+            self.recv_more()
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self.recv_more()
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def read_data(self):
+        """Message content after a 354, dot-unstuffed."""
+        if self.opts.lenient:
+            return self.read_data_lenient()
+        # Strict: only CRLF.CRLF ends the data. A virtual CRLF in front makes
+        # a first line of "." end the data too.
+        acc = bytearray(b"\r\n")
+        acc += self.buf
+        self.buf = bytearray()
+        scan = 0
+        while True:
+            i = acc.find(b"\r\n.\r\n", scan)
+            if i >= 0:
+                self.buf = acc[i + 5:]
+                body = bytes(acc[:i + 2]).replace(b"\r\n.", b"\r\n")
+                return body[2:]
+            scan = max(0, len(acc) - 4)
+            try:
+                self.recv_more()
+            except Closed:
+                raise
+            acc += self.buf
+            self.buf = bytearray()
+
+    def read_data_lenient(self):
+        # VULNERABLE on purpose: any of CRLF, LF, CR ends a line, and a line
+        # holding only "." ends the data.
+        out = bytearray()
+        pos = 0
+        while True:
+            m = _LENIENT_EOL.search(self.buf, pos)
+            if m is None or (m.group(0) == b"\r" and m.end() == len(self.buf)):
+                del self.buf[:pos]
+                pos = 0
+                self.recv_more()
+                continue
+            line = self.buf[pos:m.start()]
+            if line == b".":
+                del self.buf[:m.end()]
+                return bytes(out)
+            if line.startswith(b"."):
+                line = line[1:]
+            out += line
+            out += m.group(0)
+            pos = m.end()
+
+    # --- the dialogue --------------------------------------------------------
+
+    def run(self):
+        self.reply(self.srv.banner)
+        while True:
+            line = self.readline()
+            if not self.handle(line):
+                return
+
+    def handle(self, line):
+        """Returns False when the session should end."""
+        verb, _, arg = line.partition(b" ")
+        verb = verb.upper()
+        arg = arg.strip()
+        if self.srv.banner_refuses and verb != b"QUIT":
+            self.reply("503 5.5.1 No service, only QUIT")
+            return True
+        if verb == b"QUIT":
+            self.reply("221 2.0.0 backend.test closing")
+            return False
+        if verb == b"EHLO":
+            if self.opts.no_ehlo:
+                self.reply("500 5.5.1 unrecognized command")
+                return True
+            if not arg:
+                self.reply("501 5.5.4 EHLO needs a domain")
+                return True
+            self.helo = arg
+            self.reset()
+            lines = ["backend.test Hello %s" % arg.decode("utf-8", "replace")] + self.srv.ext
+            out = "".join("250-%s\r\n" % l for l in lines[:-1]) + "250 %s\r\n" % lines[-1]
+            self.reply(out)
+            return True
+        if verb == b"HELO":
+            if not arg:
+                self.reply("501 5.5.4 HELO needs a domain")
+                return True
+            self.helo = arg
+            self.reset()
+            self.reply("250 backend.test")
+            return True
+        if verb == b"NOOP":
+            self.reply("250 2.0.0 Ok")
+            return True
+        if verb == b"RSET":
+            self.reset()
+            self.reply("250 2.0.0 Ok")
+            return True
+        if verb == b"VRFY":
+            self.reply("252 2.5.2 Cannot VRFY user, but will accept message")
+            return True
+        if verb == b"HELP":
+            self.reply("214 2.0.0 See RFC 5321")
+            return True
+        if verb == b"MAIL":
+            return self.do_mail(line, arg)
+        if verb == b"RCPT":
+            return self.do_rcpt(line, arg)
+        if verb == b"DATA":
+            return self.do_data(arg)
+        if verb == b"BDAT" and "CHUNKING" in self.srv.ext_words:
+            return self.do_bdat(arg)
+        if verb == b"AUTH" and "AUTH" in self.srv.ext_words:
+            return self.do_auth(arg)
+        if verb == b"STARTTLS" and "STARTTLS" in self.srv.ext_words:
+            self.reply("454 4.7.0 TLS not available")
+            return True
+        if verb in (b"XCLIENT", b"XFORWARD") and verb.decode() in self.srv.ext_words:
+            self.reply("250 2.0.0 Ok")
+            return True
+        self.reply("500 5.5.1 Command unrecognized")
+        return True
+
+    def do_mail(self, line, arg):
+        if self.helo is None:
+            self.reply("503 5.5.1 Send HELO/EHLO first")
+            return True
+        if self.mail is not None:
+            self.reply("503 5.5.1 Nested MAIL command")
+            return True
+        if not arg.upper().startswith(b"FROM:"):
+            self.reply("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return True
+        m = re.search(rb"\bSIZE=(\d+)", arg, re.I)
+        if m and self.srv.size_limit and int(m.group(1)) > self.srv.size_limit:
+            self.reply("552 5.3.4 Message size exceeds fixed limit")
+            return True
+        self.mail = line
+        self.rcpts = []
+        self.chunks = None
+        self.reply("250 2.1.0 Ok")
+        return True
+
+    def do_rcpt(self, line, arg):
+        if self.mail is None:
+            self.reply("503 5.5.1 Need MAIL before RCPT")
+            return True
+        if not arg.upper().startswith(b"TO:"):
+            self.reply("501 5.5.4 Syntax: RCPT TO:<address>")
+            return True
+        if b"reject" in arg.lower():
+            self.reply("550 5.1.1 No such user here")
+            return True
+        self.rcpts.append(line)
+        self.reply("250 2.1.5 Ok")
+        return True
+
+    def do_data(self, arg):
+        if arg:
+            self.reply("501 5.5.4 No parameters allowed")
+            return True
+        if self.mail is None or not self.rcpts or self.chunks is not None:
+            self.reply("503 5.5.1 Bad sequence of commands")
+            return True
+        self.reply("354 End data with <CR><LF>.<CR><LF>")
+        content = self.read_data()
+        return self.finish_message(content)
+
+    def do_bdat(self, arg):
+        m = re.fullmatch(rb"(\d+)(?:\s+(LAST))?", arg, re.I)
+        if not m:
+            self.reply("501 5.5.4 Syntax: BDAT size [LAST]")
+            return True
+        n = int(m.group(1))
+        last = m.group(2) is not None
+        chunk = self.read_exact(n)            # always consume the chunk
+        if self.mail is None or not self.rcpts:
+            self.reply("503 5.5.1 Bad sequence of commands")
+            return True
+        if self.chunks is None:
+            self.chunks = []
+        self.chunks.append(chunk)
+        if not last:
+            self.reply("250 2.0.0 %d octets received" % n)
+            return True
+        return self.finish_message(b"".join(self.chunks))
+
+    def finish_message(self, content):
+        if self.opts.close_after_data:
+            self.srv.say("[backend] connection %d: closing after data, no reply" % self.cid)
+            raise Closed()
+        if self.opts.no_reply_after_data:
+            self.srv.say("[backend] connection %d: never answering the data" % self.cid)
+            while True:                       # swallow everything until the peer leaves
+                self.buf.clear()
+                self.recv_more()
+        n = self.srv.store(self.helo, self.mail, self.rcpts, content)
+        self.reset()
+        self.reply("250 2.0.0 Ok: queued as %d" % n)
+        return True
+
+    def do_auth(self, arg):
+        if self.authed:
+            self.reply("503 5.5.1 Already authenticated")
+            return True
+        if self.mail is not None:
+            self.reply("503 5.5.1 AUTH not allowed during a transaction")
+            return True
+        parts = arg.split()
+        if not parts:
+            self.reply("501 5.5.4 Syntax: AUTH mechanism")
+            return True
+        mech = parts[0].upper()
+        if mech == b"PLAIN":
+            resp = parts[1] if len(parts) > 1 else None
+            if resp is None:
+                self.reply("334 ")
+                resp = self.readline()
+            if resp == b"*":
+                self.reply("501 5.7.0 Authentication cancelled")
+                return True
+            if resp != b"=" and not _is_b64(resp):
+                self.reply("501 5.5.2 Cannot decode response")
+                return True
+        elif mech == b"LOGIN":
+            if len(parts) > 1:
+                user = parts[1]
+            else:
+                self.reply("334 VXNlcm5hbWU6")
+                user = self.readline()
+            if user == b"*":
+                self.reply("501 5.7.0 Authentication cancelled")
+                return True
+            self.reply("334 UGFzc3dvcmQ6")
+            pw = self.readline()
+            if pw == b"*":
+                self.reply("501 5.7.0 Authentication cancelled")
+                return True
+            if not (_is_b64(user) and _is_b64(pw)):
+                self.reply("501 5.5.2 Cannot decode response")
+                return True
+        else:
+            self.reply("504 5.5.4 Unrecognized authentication type")
+            return True
+        if self.opts.auth_fail:
+            self.reply("535 5.7.8 Authentication credentials invalid")
+            return True
+        self.authed = True
+        self.reply("235 2.7.0 Authentication successful")
+        return True
+
+
+def _is_b64(data):
+    try:
+        base64.b64decode(data, validate=True)
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
+def parse_listen(text):
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", text)
+    if m:
+        return socket.AF_INET6, m.group(1), int(m.group(2))
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT or [V6]:PORT, got %r" % text)
+    if ":" in host:
+        return socket.AF_INET6, host, int(port)
+    return socket.AF_INET, host or "127.0.0.1", int(port)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Fake plaintext SMTP backend for smtpgate.")
+    p.add_argument("--listen", type=parse_listen, default=parse_listen("127.0.0.1:2525"),
+                   help="HOST:PORT or [V6]:PORT to listen on (port 0: any free port)")
+    p.add_argument("--port-file", help="write the bound port number to this file once listening")
+    p.add_argument("--maildir", help="write msg-N.eml and msg-N.env here")
+    p.add_argument("--log", help="append every raw byte received to this file")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only a summary line per message, not its content")
+    p.add_argument("--banner", help='greeting line(s), "\\n" separates lines '
+                   '(default "220 backend.test ESMTP fake")')
+    p.add_argument("--no-ehlo", action="store_true", help="answer EHLO with 500 (RFC 821 server)")
+    p.add_argument("--ext", default=None,
+                   help="comma-separated EHLO keywords (default %r)" % DEFAULT_EXT)
+    p.add_argument("--lenient", action="store_true",
+                   help="VULNERABLE: a bare LF or CR ends a line, in commands and DATA")
+    p.add_argument("--close-after-data", action="store_true",
+                   help="close the connection at the end of data, without a reply")
+    p.add_argument("--no-reply-after-data", action="store_true",
+                   help="never answer the end of data")
+    p.add_argument("--reply-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long before every reply")
+    p.add_argument("--auth-fail", action="store_true", help="reject every AUTH with 535")
+    p.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="close a connection idle this long (default 300)")
+    opts = p.parse_args(argv)
+
+    family, host, port = opts.listen
+    lsock = socket.socket(family, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    lsock.bind((host, port))
+    lsock.listen(128)
+    bound = lsock.getsockname()[1]
+    srv = Server(opts)
+    if opts.port_file:
+        tmp = opts.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % bound)
+        os.rename(tmp, opts.port_file)
+    srv.say("[backend] listening on %s" % _fmt_addr((host, bound) if family == socket.AF_INET
+                                                     else (host, bound, 0, 0)))
+    srv.serve(lsock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,901 @@
+"""Helpers for smtpgate's end-to-end tests: temp dirs, certificates, free
+ports, the fake backend (tests/backend.py), the gateway process, and a small
+raw SMTP client that can switch to TLS.
+
+Everything talks to 127.0.0.1 / ::1 only, and every wait has a deadline.
+Python standard library only.
+"""
+
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BACKEND_PY = os.path.join(REPO, "tests", "backend.py")
+PYTHON = sys.executable or "/usr/bin/python3"
+
+READY_TIMEOUT = 10.0        # gateway / backend readiness
+REPLY_TIMEOUT = 10.0        # one SMTP reply
+MESSAGE_TIMEOUT = 10.0      # a message to show up in the backend's maildir
+
+
+def gateway_bin():
+    path = os.environ.get("SMTPGATE_BIN") or os.path.join(REPO, "build", "smtpgate")
+    return os.path.abspath(path)
+
+
+# --------------------------------------------------------------------------
+# waiting
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_until(pred, timeout, what="condition", interval=0.02):
+    """Poll pred() until it returns a true value; return that value. Raise
+    Timeout after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise Timeout("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def assert_never(pred, duration, what="condition", interval=0.05):
+    """Check during `duration` seconds that pred() stays false. Used only
+    after a positive synchronisation point, as a safety margin."""
+    deadline = time.monotonic() + duration
+    while True:
+        if pred():
+            raise AssertionError("%s happened" % what)
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
+def can_connect(port, host="127.0.0.1", timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+_handed_ports = set()
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(host, port):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host="127.0.0.1"):
+    """A port that is free now, for a process that binds it later. Picked
+    at random below the kernel's ephemeral range (so no outgoing connection
+    and no bind-to-port-0 can take it in between), never the same twice in
+    one run; falls back to a kernel-chosen port."""
+    import random
+    lo, hi = _ephemeral_range()
+    top = min(lo - 1, 32000)
+    if top > 12000:
+        rng = random.Random()
+        for _ in range(200):
+            port = rng.randint(10000, top)
+            if port in _handed_ports:
+                continue
+            if _bindable(host, port):
+                _handed_ports.add(port)
+                return port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    _handed_ports.add(port)
+    return port
+
+
+def closed_port(host="127.0.0.1"):
+    """A port where nothing listens (connections are refused)."""
+    return free_port(host)
+
+
+def fmt_addr(host, port):
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def ipv6_available():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------
+# temp dirs and certificates
+
+_session_dir = None
+_certs = None
+_lock = threading.RLock()
+
+
+def session_dir():
+    """One temp dir for the whole test run, removed at exit unless
+    KEEP_TMP is set."""
+    global _session_dir
+    with _lock:
+        if _session_dir is None:
+            _session_dir = tempfile.mkdtemp(prefix="smtpgate-it-")
+            if not os.environ.get("KEEP_TMP"):
+                import atexit
+                atexit.register(shutil.rmtree, _session_dir, True)
+        return _session_dir
+
+
+def new_workdir(name="t"):
+    return tempfile.mkdtemp(prefix=re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60] + "-",
+                            dir=session_dir())
+
+
+def _openssl(args, cwd):
+    r = subprocess.run(["openssl"] + args, cwd=cwd, capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("openssl %s failed: %s" % (" ".join(args), r.stderr.decode(errors="replace")))
+
+
+class Certs:
+    """Self-signed certificates for CN gw.test, SAN DNS:gw.test,
+    IP:127.0.0.1, IP:::1: ECDSA P-256 (ec_cert/ec_key) and RSA 2048
+    (rsa_cert/rsa_key). Generated once per test run."""
+
+    SUBJ = "/CN=gw.test"
+    SAN = "subjectAltName=DNS:gw.test,DNS:localhost,IP:127.0.0.1,IP:::1"
+
+    def __init__(self, d):
+        self.dir = d
+        self.ec_key = os.path.join(d, "ec-key.pem")
+        self.ec_cert = os.path.join(d, "ec-cert.pem")
+        self.rsa_key = os.path.join(d, "rsa-key.pem")
+        self.rsa_cert = os.path.join(d, "rsa-cert.pem")
+        common = ["-x509", "-nodes", "-days", "2", "-subj", self.SUBJ, "-addext", self.SAN,
+                  "-addext", "basicConstraints=critical,CA:FALSE",
+                  "-addext", "keyUsage=digitalSignature,keyEncipherment",
+                  "-addext", "extendedKeyUsage=serverAuth"]
+        _openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                  "-keyout", self.ec_key, "-out", self.ec_cert] + common, d)
+        _openssl(["req", "-newkey", "rsa:2048",
+                  "-keyout", self.rsa_key, "-out", self.rsa_cert] + common, d)
+        # one file trusting both, for clients
+        self.ca_bundle = os.path.join(d, "trust.pem")
+        with open(self.ca_bundle, "wb") as out:
+            for p in (self.ec_cert, self.rsa_cert):
+                with open(p, "rb") as f:
+                    out.write(f.read())
+
+    # the gateway's default pair
+    @property
+    def cert(self):
+        return self.ec_cert
+
+    @property
+    def key(self):
+        return self.ec_key
+
+
+def certs():
+    global _certs
+    with _lock:
+        if _certs is None:
+            d = os.path.join(session_dir(), "certs")
+            os.makedirs(d, exist_ok=True)
+            _certs = Certs(d)
+        return _certs
+
+
+def client_context(cafile=None, verify=True):
+    """A client SSL context that trusts the generated certificates."""
+    if not verify:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=cafile or certs().ca_bundle)
+
+
+# --------------------------------------------------------------------------
+# processes
+
+def _tail(path, limit=6000):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+        text = data.decode("utf-8", "replace")
+        return ("[... %d bytes cut ...]\n" % (size - limit) if size > limit else "") + text
+    except OSError as e:
+        return "<cannot read %s: %s>" % (path, e)
+
+
+def _make_pdeathsig():
+    """preexec_fn that asks Linux to SIGTERM the child when this test
+    process dies (so a killed run leaves no gateway or backend behind)."""
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec():
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)     # PR_SET_PDEATHSIG
+    return preexec
+
+
+_PDEATHSIG = _make_pdeathsig() if sys.platform.startswith("linux") else None
+
+
+def _stop_process(proc, timeout, sig=signal.SIGTERM):
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+class Backend:
+    """tests/backend.py as a subprocess, listening on a port it picked
+    itself (no race), with a maildir and a raw byte log in `workdir`."""
+
+    def __init__(self, workdir, args=(), host="127.0.0.1", name="backend"):
+        self.workdir = workdir
+        self.host = host
+        self.name = name
+        self.args = list(args)
+        self.maildir = os.path.join(workdir, name + "-mail")
+        self.log_path = os.path.join(workdir, name + "-raw.log")
+        self.out_path = os.path.join(workdir, name + "-stdout.txt")
+        self.port_file = os.path.join(workdir, name + ".port")
+        self.proc = None
+        self.port = None
+
+    @property
+    def addr(self):
+        return fmt_addr(self.host, self.port)
+
+    def start(self):
+        os.makedirs(self.maildir, exist_ok=True)
+        open(self.log_path, "ab").close()
+        cmd = [PYTHON, BACKEND_PY, "--listen", fmt_addr(self.host, 0),
+               "--port-file", self.port_file, "--maildir", self.maildir,
+               "--log", self.log_path, "--quiet"] + self.args
+        self._out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_PDEATHSIG)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("backend exited with %s:\n%s" % (self.proc.returncode, self.output()))
+            return os.path.exists(self.port_file)
+        wait_until(ready, READY_TIMEOUT, "backend port file")
+        with open(self.port_file) as f:
+            self.port = int(f.read().strip())
+        return self
+
+    def stop(self, timeout=5.0):
+        rc = None
+        if self.proc is not None:
+            rc = _stop_process(self.proc, timeout)
+            self._out.close()
+        return rc
+
+    def output(self):
+        return _tail(self.out_path)
+
+    def diagnostics(self):
+        return "--- %s (%s) stdout ---\n%s\n--- %s raw log (tail) ---\n%s" % (
+            self.name, self.addr if self.port else "?", self.output(), self.name,
+            _tail(self.log_path, 3000))
+
+    # maildir ---------------------------------------------------------------
+
+    def count(self):
+        return len(glob.glob(os.path.join(self.maildir, "msg-*.eml")))
+
+    def wait_count(self, n, timeout=MESSAGE_TIMEOUT):
+        wait_until(lambda: self.count() >= n, timeout, "%d message(s) at the backend (have %d)"
+                   % (n, self.count()))
+        return self.count()
+
+    def message(self, n):
+        """(content bytes, envelope lines as bytes) of message n."""
+        base = os.path.join(self.maildir, "msg-%d" % n)
+        with open(base + ".eml", "rb") as f:
+            eml = f.read()
+        with open(base + ".env", "rb") as f:
+            env = f.read().split(b"\n")[:-1]
+        return eml, env
+
+    def wait_message(self, n, timeout=MESSAGE_TIMEOUT):
+        self.wait_count(n, timeout)
+        return self.message(n)
+
+    def all_envelopes(self):
+        out = []
+        for p in sorted(glob.glob(os.path.join(self.maildir, "msg-*.env"))):
+            with open(p, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def find_message(self, marker, timeout=MESSAGE_TIMEOUT):
+        """Wait until exactly one stored message contains `marker`; return
+        (n, content, envelope lines)."""
+        if isinstance(marker, str):
+            marker = marker.encode()
+
+        def look():
+            hits = []
+            for p in glob.glob(os.path.join(self.maildir, "msg-*.eml")):
+                with open(p, "rb") as f:
+                    if marker in f.read():
+                        hits.append(int(re.search(r"msg-(\d+)\.eml$", p).group(1)))
+            return hits
+        hits = wait_until(look, timeout, "a message containing %r at the backend" % marker)
+        if len(hits) != 1:
+            raise AssertionError("%d messages contain %r: %r" % (len(hits), marker, sorted(hits)))
+        n = hits[0]
+        eml, env = self.message(n)
+        return n, eml, env
+
+    def raw_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read()
+
+    def connections(self):
+        """How many connections the backend has accepted so far."""
+        try:
+            with open(self.out_path, "rb") as f:
+                return len(re.findall(rb"^\[backend\] connection \d+ from", f.read(), re.M))
+        except OSError:
+            return 0
+
+    def closed_connections(self):
+        try:
+            with open(self.out_path, "rb") as f:
+                return len(re.findall(rb"^\[backend\] connection \d+ closed", f.read(), re.M))
+        except OSError:
+            return 0
+
+
+DEFAULT_LISTENERS = (
+    ("smtps", "implicit", {}),
+    ("submission", "starttls", {}),
+    ("opportunistic", "starttls", {"require_tls": "no"}),
+    ("alt", "starttls", {}),          # the 2525-style submission port
+)
+
+
+class Gateway:
+    """build/smtpgate (or $SMTPGATE_BIN) with a generated INI config."""
+
+    def __init__(self, workdir, backend_addr, listeners=DEFAULT_LISTENERS, gateway=None,
+                 tls=None, timeouts=None, extra=None, host="127.0.0.1", name="gateway",
+                 raw_config=None):
+        self.workdir = workdir
+        self.name = name
+        self.backend_addr = backend_addr
+        self.host = host
+        self.listeners = []
+        self.ports = {}
+        for entry in listeners:
+            lname, mode, opts = entry[0], entry[1], dict(entry[2]) if len(entry) > 2 else {}
+            lhost = opts.pop("_host", host)
+            port = free_port(lhost)
+            self.ports[lname] = port
+            self.listeners.append((lname, mode, lhost, port, opts))
+        c = certs()
+        self.gateway_opts = {"backend": backend_addr, "hostname": "gw.test", "log_level": "debug",
+                             "max_line": "4096", "bare_newlines": "normalize"}
+        self.gateway_opts.update(gateway or {})
+        self.tls_opts = {"cert": c.cert, "key": c.key}
+        self.tls_opts.update(tls or {})
+        self.timeout_opts = {"handshake": "5", "command": "10", "data": "10",
+                             "backend_connect": "3", "drain": "2"}
+        self.timeout_opts.update(timeouts or {})
+        self.extra = extra or {}
+        self.config_path = os.path.join(workdir, name + ".ini")
+        self.err_path = os.path.join(workdir, name + "-stderr.txt")
+        self.out_path = os.path.join(workdir, name + "-stdout.txt")
+        self.proc = None
+        self.raw_config = raw_config
+        self.write_config()
+
+    def port(self, name):
+        return self.ports[name]
+
+    def client_context(self, verify=True):
+        return client_context(verify=verify)
+
+    def config_text(self):
+        if self.raw_config is not None:
+            return self.raw_config
+        out = []
+
+        def section(title, opts):
+            out.append("[%s]" % title)
+            for k, v in opts.items():
+                if v is None:
+                    continue
+                for one in (v if isinstance(v, (list, tuple)) else [v]):
+                    out.append("%s = %s" % (k, one))
+            out.append("")
+        section("gateway", self.gateway_opts)
+        section("tls", self.tls_opts)
+        section("timeouts", self.timeout_opts)
+        for lname, mode, lhost, port, opts in self.listeners:
+            o = {"address": fmt_addr(lhost, port), "mode": mode}
+            o.update(opts)
+            section("listener:" + lname, o)
+        for title, opts in self.extra.items():
+            section(title, opts)
+        return "\n".join(out)
+
+    def write_config(self):
+        with open(self.config_path, "w") as f:
+            f.write(self.config_text())
+
+    def start(self, wait=True):
+        binary = gateway_bin()
+        if not os.access(binary, os.X_OK):
+            raise FileNotFoundError("gateway binary %s not found: run make, or set SMTPGATE_BIN"
+                                    % binary)
+        for attempt in range(3):
+            self._err = open(self.err_path, "ab")
+            self._out = open(self.out_path, "ab")
+            self.proc = subprocess.Popen([binary, "-c", self.config_path], stdout=self._out,
+                                         stderr=self._err, stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                         preexec_fn=_PDEATHSIG)
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except AssertionError:
+                # Someone took a port between free_port() and the bind: pick
+                # new ports and try again. Anything else is a real failure.
+                if self.proc.poll() is None or "in use" not in self.stderr() or attempt == 2:
+                    raise
+                self._err.close()
+                self._out.close()
+                self.repick_ports()
+        return self
+
+    def repick_ports(self):
+        fresh = []
+        for lname, mode, lhost, port, opts in self.listeners:
+            port = free_port(lhost)
+            self.ports[lname] = port
+            fresh.append((lname, mode, lhost, port, opts))
+        self.listeners = fresh
+        self.write_config()
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        for lname, mode, lhost, port, opts in self.listeners:
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError("gateway exited with %s before listening:\n%s"
+                                         % (self.proc.returncode, self.stderr()))
+                if can_connect(port, lhost, timeout=0.5):
+                    break
+                if time.monotonic() >= deadline:
+                    raise Timeout("gateway listener %s (%s) not accepting after %.0fs:\n%s"
+                                  % (lname, fmt_addr(lhost, port), timeout, self.stderr()))
+                time.sleep(0.02)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Timeout("gateway still running %.1fs later" % timeout)
+
+    def stop(self, timeout=None):
+        """Stop the gateway. Raises if it had died on its own (crash) or left
+        sanitizer reports."""
+        if self.proc is None:
+            return None
+        died = self.proc.poll()
+        if timeout is None:
+            timeout = float(self.timeout_opts.get("drain", 2)) + 5
+        rc = _stop_process(self.proc, timeout)
+        self._err.close()
+        self._out.close()
+        problems = []
+        if died is not None and died < 0:
+            problems.append("gateway died on its own with signal %d" % -died)
+        text = self.stderr(limit=200000)
+        for pat in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                    "WARNING: ThreadSanitizer", "ERROR: MemorySanitizer"):
+            if pat in text:
+                problems.append("sanitizer report in gateway stderr: %r" % pat)
+        self.proc = None
+        if problems:
+            raise AssertionError("; ".join(problems) + "\n" + self.stderr())
+        return rc
+
+    def stderr(self, limit=8000):
+        return _tail(self.err_path, limit)
+
+    def wait_log(self, pattern, timeout=5.0):
+        rx = re.compile(pattern)
+
+        def found():
+            try:
+                with open(self.err_path, "r", errors="replace") as f:
+                    return rx.search(f.read())
+            except OSError:
+                return None
+        return wait_until(found, timeout, "gateway log line matching %r" % pattern)
+
+    def diagnostics(self):
+        return "--- %s config ---\n%s\n--- %s stderr (tail) ---\n%s" % (
+            self.name, self.config_text(), self.name, self.stderr())
+
+
+def start_gateway_for(owner, backend_addr, **kw):
+    """Start a gateway with the default listeners (smtps, submission,
+    opportunistic, alt) in front of backend_addr, for a test class or test
+    case `owner`. Its stop is registered in owner._cleanups_cls when that
+    list exists, else with addClassCleanup (a class) or addCleanup (a
+    test case)."""
+    name = owner.__name__ if isinstance(owner, type) else owner.id().split(".")[-1]
+    gw = Gateway(new_workdir(name), backend_addr, **kw)
+    cleanups = getattr(owner, "_cleanups_cls", None)
+    if isinstance(cleanups, list):
+        cleanups.append(gw.stop)
+    elif isinstance(owner, type):
+        owner.addClassCleanup(gw.stop)
+    else:
+        owner.addCleanup(gw.stop)
+    gw.start()
+    return gw
+
+
+# --------------------------------------------------------------------------
+# a raw SMTP client
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class Reply:
+    def __init__(self, code, lines):
+        self.code = code
+        self.lines = lines          # text after "NNN-" / "NNN "
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)
+
+    def keywords(self):
+        """EHLO keywords (upper case), from every line but the first."""
+        return [l.split()[0].upper() for l in self.lines[1:] if l.split()]
+
+    def __repr__(self):
+        return "Reply(%d, %r)" % (self.code, self.lines)
+
+
+_REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
+
+
+class SMTPClient:
+    """A raw SMTP client over a socket that can switch to TLS. Reads replies
+    with deadlines; never assumes anything about timing."""
+
+    def __init__(self, port, host="127.0.0.1", tls=False, ctx=None, server_hostname="gw.test",
+                 timeout=REPLY_TIMEOUT):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        self.tls = False
+        if tls:
+            self.wrap(ctx, server_hostname)
+
+    def wrap(self, ctx=None, server_hostname="gw.test"):
+        if self.buf:
+            raise AssertionError("plaintext bytes pending before the TLS handshake: %r" % self.buf)
+        ctx = ctx or client_context()
+        self.sock.settimeout(self.timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_hostname)
+        self.tls = True
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _recv(self, timeout):
+        self.sock.settimeout(max(0.01, timeout))
+        try:
+            return self.sock.recv(65536)
+        except socket.timeout:
+            raise
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return b""
+        except ssl.SSLError as e:
+            if "UNEXPECTED_EOF" in str(e) or "EOF" in str(e):
+                return b""
+            raise
+
+    def reply(self, timeout=None):
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        lines = []
+        code = None
+        while True:
+            i = self.buf.find(b"\n")
+            if i < 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout("no complete reply within %.1fs (have %r, buffered %r)"
+                                  % (timeout, lines, self.buf))
+                try:
+                    data = self._recv(left)
+                except socket.timeout:
+                    raise Timeout("no complete reply within %.1fs (have %r, buffered %r)"
+                                  % (timeout, lines, self.buf))
+                if not data:
+                    raise ConnectionClosed("connection closed (partial reply %r, buffered %r)"
+                                           % (lines, self.buf))
+                self.buf += data
+                continue
+            raw = self.buf[:i].rstrip(b"\r")
+            self.buf = self.buf[i + 1:]
+            m = _REPLY_LINE.match(raw) or (re.match(rb"^(\d{3})()$", raw))
+            if not m:
+                raise AssertionError("malformed reply line %r" % raw)
+            c = int(m.group(1))
+            if code is not None and c != code:
+                raise AssertionError("reply code changed inside a multi-line reply: %r then %r"
+                                     % (lines, raw))
+            code = c
+            lines.append(m.group(3).decode("utf-8", "replace"))
+            if m.group(2) != b"-":
+                return Reply(code, lines)
+
+    def replies(self, n, timeout=None):
+        return [self.reply(timeout) for _ in range(n)]
+
+    def cmd(self, line, timeout=None):
+        if isinstance(line, str):
+            line = line.encode()
+        self.send(line + b"\r\n")
+        return self.reply(timeout)
+
+    def ehlo(self, name="client.test"):
+        return self.cmd("EHLO " + name)
+
+    def starttls(self, ctx=None, server_hostname="gw.test"):
+        r = self.cmd("STARTTLS")
+        if r.code == 220:
+            self.wrap(ctx, server_hostname)
+        return r
+
+    def wait_closed(self, timeout=5.0):
+        """Read (and return) whatever arrives until the peer closes. Raises
+        Timeout if it does not close in time."""
+        deadline = time.monotonic() + timeout
+        got = self.buf
+        self.buf = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout("connection still open after %.1fs (got %r)" % (timeout, got))
+            try:
+                data = self._recv(left)
+            except socket.timeout:
+                continue
+            except (ssl.SSLError, OSError):
+                return got
+            if not data:
+                return got
+            got += data
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def dot_stuff(content):
+    """DATA transparency (RFC 5321 4.5.2) for CRLF content that ends in
+    CRLF; returns the bytes to send after the 354, terminator included."""
+    assert content.endswith(b"\r\n") or content == b""
+    stuffed = re.sub(rb"(^|\r\n)\.", rb"\1..", content)
+    return stuffed + b".\r\n"
+
+
+def make_message(marker, body_lines=20, extra=b""):
+    """A CRLF message with headers, 8-bit bytes, leading dots, empty lines,
+    tabs and trailing spaces. `marker` makes it unique."""
+    if isinstance(marker, str):
+        marker = marker.encode()
+    lines = [b"From: <sender@client.test>", b"To: <rcpt@backend.test>",
+             b"Subject: test " + marker, b"Message-ID: <" + marker + b"@client.test>",
+             b"MIME-Version: 1.0", b"Content-Type: text/plain; charset=utf-8",
+             b"Content-Transfer-Encoding: 8bit", b""]
+    for i in range(body_lines):
+        if i % 7 == 0:
+            lines.append(b"." + marker + b" line %d starts with a dot" % i)
+        elif i % 7 == 1:
+            lines.append(b"..two dots %d" % i)
+        elif i % 7 == 2:
+            lines.append(b"")
+        elif i % 7 == 3:
+            lines.append(b"tab\there, trailing spaces   ")
+        elif i % 7 == 4:
+            lines.append("8-bit: Grüße, ½, 日本語 ".encode("utf-8") + b"%d" % i)
+        elif i % 7 == 5:
+            lines.append(b".")
+        else:
+            lines.append(b"plain line %d for " % i + marker)
+    lines.append(b"end of " + marker)
+    return b"\r\n".join(lines) + b"\r\n" + extra
+
+
+def big_message(size, marker="big"):
+    """About `size` bytes (at least) of CRLF text: 76-char lines, every
+    16th starting with a dot; ends in CRLF."""
+    head = make_message(marker, body_lines=10)
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-=+/0123456789"
+    block = (line + b"\r\n") * 15 + b"." + line[1:] + b"\r\n"
+    reps = max(0, size - len(head)) // len(block) + 1
+    return head + block * reps
+
+
+# --------------------------------------------------------------------------
+# test case base class
+
+class IntegrationTest(unittest.TestCase):
+    """Starts backends and gateways with cleanups; run.py calls
+    dump_diagnostics() when a test fails."""
+
+    shared = []          # class-level processes (set by setUpClass)
+
+    def setUp(self):
+        self._procs = []
+        self.workdir = new_workdir(self.id().split(".")[-1])
+
+    # processes for this test only ---------------------------------------------
+
+    def start_backend(self, *args, host="127.0.0.1", name="backend"):
+        be = Backend(self.workdir, args, host=host, name=name)
+        self._procs.append(be)
+        self.addCleanup(be.stop)
+        return be.start()
+
+    def make_gateway(self, backend_addr, **kw):
+        kw.setdefault("name", "gateway")
+        gw = Gateway(self.workdir, backend_addr, **kw)
+        self._procs.append(gw)
+        self.addCleanup(gw.stop)
+        return gw
+
+    def start_gateway(self, backend_addr, **kw):
+        return self.make_gateway(backend_addr, **kw).start()
+
+    def setup_pair(self, backend_args=(), **gw_kw):
+        be = self.start_backend(*backend_args)
+        gw = self.start_gateway(be.addr, **gw_kw)
+        return be, gw
+
+    # class-level fixtures -----------------------------------------------------
+
+    @classmethod
+    def start_shared(cls, backend_args=(), **gw_kw):
+        d = new_workdir(cls.__name__)
+        be = Backend(d, backend_args)
+        cls.addClassCleanup(be.stop)
+        be.start()
+        gw = Gateway(d, be.addr, **gw_kw)
+        cls.addClassCleanup(gw.stop)
+        cls.shared = [be, gw]
+        gw.start()
+        return be, gw
+
+    def check_shared_alive(self):
+        for p in type(self).shared:
+            if isinstance(p, Gateway) and not p.alive():
+                rc = p.proc.returncode if p.proc else None
+                err = p.stderr()
+                # restart so that later tests can run
+                p.stop_rc = rc
+                try:
+                    p._err.close()
+                    p._out.close()
+                except Exception:
+                    pass
+                p.proc = None
+                p.start()
+                self.fail("the shared gateway had died (rc=%s) before this test; restarted it.\n%s"
+                          % (rc, err))
+
+    def dump_diagnostics(self):
+        parts = []
+        for p in list(getattr(self, "_procs", [])) + list(type(self).shared):
+            try:
+                parts.append(p.diagnostics())
+            except Exception as e:
+                parts.append("<diagnostics failed: %r>" % e)
+        return "\n".join(parts)
+
+    # assertions -----------------------------------------------------------------
+
+    def assertCode(self, reply, *codes):
+        if reply.code not in codes:
+            self.fail("expected reply %s, got %r" % ("/".join(map(str, codes)), reply))
+
+    def assertCodeClass(self, reply, digit):
+        if reply.code // 100 != digit:
+            self.fail("expected a %dxx reply, got %r" % (digit, reply))
+
+    def deliver(self, c, content, mail_from="<sender@client.test>", rcpts=("<rcpt@backend.test>",),
+                mail_params=""):
+        """MAIL, RCPT..., DATA, body on an open client; asserts the codes."""
+        self.assertCode(c.cmd("MAIL FROM:%s%s" % (mail_from, mail_params)), 250)
+        for r in rcpts:
+            self.assertCode(c.cmd("RCPT TO:%s" % r), 250, 251)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(content))
+        final = c.reply(timeout=60)
+        self.assertCode(final, 250)
+        return final

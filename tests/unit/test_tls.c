@@ -1,0 +1,769 @@
+/*
+ * tls: contexts built from a struct config_tls, and the non-blocking
+ * operations. Keys and self-signed certificates are made at test time in a
+ * temporary directory. Each connection is two in-process SSL objects joined
+ * by a BIO pair: the server is driven only through tls_handshake(),
+ * tls_read() and tls_write(), the client with plain OpenSSL calls.
+ */
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../config/config.h"
+#include "../../tls/tls.h"
+#include "suites.h"
+
+/* The files of the fixture; the "missing" ones are never written. */
+enum file {
+	F_EC_CRT, F_EC_KEY, F_EC2_CRT, F_EC2_KEY, F_RSA_CRT, F_RSA_KEY, F_GARBAGE,
+	F_MISSING_CRT, F_MISSING_KEY, NFILES
+};
+
+static const char *const file_names[NFILES] = {
+	"ec.crt", "ec.key", "ec2.crt", "ec2.key", "rsa.crt", "rsa.key", "garbage.pem",
+	"missing.crt", "missing.key"
+};
+
+static char	 dir[256];
+static char	 paths[NFILES][512];
+static X509	*ec_x509, *rsa_x509;
+
+static X509 *
+self_signed(EVP_PKEY *key, long serial)
+{
+	X509 *x;
+	X509_NAME *n;
+
+	ck_assert_ptr_nonnull(x = X509_new());
+	ck_assert_int_eq(X509_set_version(x, 2), 1);	/* v3 */
+	ck_assert_int_eq(ASN1_INTEGER_set(X509_get_serialNumber(x), serial), 1);
+	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notBefore(x), -3600));
+	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notAfter(x), 86400));
+	ck_assert_int_eq(X509_set_pubkey(x, key), 1);
+	n = X509_get_subject_name(x);
+	ck_assert_int_eq(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+	    (const unsigned char *)"smtpgate.test", -1, -1, 0), 1);
+	ck_assert_int_eq(X509_set_issuer_name(x, n), 1);
+	ck_assert_int_gt(X509_sign(x, key, EVP_sha256()), 0);
+	return (x);
+}
+
+static void
+write_key(enum file which, EVP_PKEY *key)
+{
+	FILE *f;
+
+	ck_assert_ptr_nonnull(f = fopen(paths[which], "w"));
+	ck_assert_int_eq(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL,
+	    NULL), 1);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+static void
+write_cert(enum file which, X509 *x)
+{
+	FILE *f;
+
+	ck_assert_ptr_nonnull(f = fopen(paths[which], "w"));
+	ck_assert_int_eq(PEM_write_X509(f, x), 1);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Once per TCase: RSA key generation is slow, under valgrind above all. */
+static void
+tls_setup(void)
+{
+	const char *t = getenv("TMPDIR");
+	EVP_PKEY *ec, *ec2, *rsa;
+	X509 *ec2_x509;
+	FILE *f;
+	int i;
+
+	snprintf(dir, sizeof(dir), "%s/smtpgate-tls-XXXXXX",
+	    t != NULL && *t != '\0' ? t : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	for (i = 0; i < NFILES; i++)
+		snprintf(paths[i], sizeof(paths[i]), "%s/%s", dir,
+		    file_names[i]);
+
+	ck_assert_ptr_nonnull(ec = EVP_EC_gen("P-256"));
+	ck_assert_ptr_nonnull(ec2 = EVP_EC_gen("P-256"));
+	ck_assert_ptr_nonnull(rsa = EVP_RSA_gen(2048));
+	ec_x509 = self_signed(ec, 1);
+	rsa_x509 = self_signed(rsa, 2);
+	write_key(F_EC_KEY, ec);
+	write_key(F_EC2_KEY, ec2);
+	write_key(F_RSA_KEY, rsa);
+	write_cert(F_EC_CRT, ec_x509);
+	ec2_x509 = self_signed(ec2, 3);
+	write_cert(F_EC2_CRT, ec2_x509);
+	X509_free(ec2_x509);
+	write_cert(F_RSA_CRT, rsa_x509);
+	ck_assert_ptr_nonnull(f = fopen(paths[F_GARBAGE], "w"));
+	fputs("this is not a certificate\n", f);
+	ck_assert_int_eq(fclose(f), 0);
+	EVP_PKEY_free(ec);
+	EVP_PKEY_free(ec2);
+	EVP_PKEY_free(rsa);
+}
+
+static void
+tls_teardown(void)
+{
+	int i;
+
+	X509_free(ec_x509);
+	X509_free(rsa_x509);
+	ec_x509 = rsa_x509 = NULL;
+	for (i = 0; i < NFILES; i++)
+		(void)unlink(paths[i]);
+	(void)rmdir(dir);
+}
+
+/* Contexts. */
+
+static void
+conf_init(struct config_tls *c, int min_version)
+{
+	memset(c, 0, sizeof(*c));
+	c->min_version = min_version;
+}
+
+static void
+conf_pair(struct config_tls *c, enum file cert, enum file key)
+{
+	c->certs[c->ncerts++] = paths[cert];
+	c->keys[c->nkeys++] = paths[key];
+}
+
+static SSL_CTX *
+server_ctx(const struct config_tls *c)
+{
+	char err[512] = "";
+	SSL_CTX *ctx;
+
+	ctx = tls_ctx_new(c, err, sizeof(err));
+	ck_assert_msg(ctx != NULL, "tls_ctx_new: %s", err);
+	return (ctx);
+}
+
+/* The usual server: one ECDSA pair, TLS 1.2 and up. */
+static SSL_CTX *
+server_ctx_ec(void)
+{
+	struct config_tls c;
+
+	conf_init(&c, TLS1_2_VERSION);
+	conf_pair(&c, F_EC_CRT, F_EC_KEY);
+	return (server_ctx(&c));
+}
+
+/* A client that speaks versions min to max (0: OpenSSL's bound). */
+static SSL_CTX *
+client_ctx(int min_version, int max_version)
+{
+	SSL_CTX *ctx;
+
+	ck_assert_ptr_nonnull(ctx = SSL_CTX_new(TLS_client_method()));
+	ck_assert_int_eq(SSL_CTX_set_min_proto_version(ctx, min_version), 1);
+	ck_assert_int_eq(SSL_CTX_set_max_proto_version(ctx, max_version), 1);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return (ctx);
+}
+
+/* Connections. */
+
+struct pair {
+	SSL		*client, *server;
+	int		 client_error;	/* SSL_get_error on its failure */
+	int		 client_reason;	/* ERR_GET_REASON on its failure */
+	enum tls_io	 server_io;	/* tls_handshake's last result */
+	int		 server_reason;
+};
+
+static void
+pair_new(struct pair *p, SSL_CTX *sctx, SSL_CTX *cctx)
+{
+	BIO *cb, *sb;
+
+	memset(p, 0, sizeof(*p));
+	ck_assert_int_eq(BIO_new_bio_pair(&cb, 0, &sb, 0), 1);
+	ck_assert_ptr_nonnull(p->client = SSL_new(cctx));
+	ck_assert_ptr_nonnull(p->server = SSL_new(sctx));
+	SSL_set_bio(p->client, cb, cb);
+	SSL_set_bio(p->server, sb, sb);
+	SSL_set_connect_state(p->client);
+	SSL_set_accept_state(p->server);
+}
+
+static void
+pair_free(struct pair *p)
+{
+	SSL_free(p->client);
+	SSL_free(p->server);
+	p->client = p->server = NULL;
+}
+
+/*
+ * Drive both handshakes in turns, a bounded number of times. When one side
+ * fails the other still gets its turns, so it reads the alert. Returns 0
+ * when both completed, -1 otherwise (the reasons are in p).
+ */
+static int
+pair_handshake(struct pair *p)
+{
+	int cstate = 0, sstate = 0, i, r;	/* 1 done, -1 failed */
+
+	for (i = 0; i < 32 && (cstate != 1 || sstate != 1); i++) {
+		if (cstate == 0) {
+			ERR_clear_error();
+			if ((r = SSL_do_handshake(p->client)) == 1)
+				cstate = 1;
+			else if ((p->client_error = SSL_get_error(p->client,
+			    r)) != SSL_ERROR_WANT_READ) {
+				p->client_reason = ERR_GET_REASON(
+				    ERR_peek_error());
+				cstate = -1;
+			}
+		}
+		if (sstate == 0) {
+			p->server_io = tls_handshake(p->server);
+			if (p->server_io == TLS_IO_OK)
+				sstate = 1;
+			else if (p->server_io != TLS_IO_WANT_READ &&
+			    p->server_io != TLS_IO_WANT_WRITE) {
+				p->server_reason = ERR_GET_REASON(
+				    ERR_peek_error());
+				sstate = -1;
+			}
+		}
+		if (cstate == -1 && sstate == -1)
+			break;
+	}
+	ERR_clear_error();
+	return (cstate == 1 && sstate == 1 ? 0 : -1);
+}
+
+/* Everything the client can read now, up to len bytes. */
+static size_t
+client_read(struct pair *p, char *buf, size_t len)
+{
+	size_t got = 0, n;
+
+	while (got < len) {
+		ERR_clear_error();
+		if (SSL_read_ex(p->client, buf + got, len - got, &n) != 1) {
+			ck_assert_int_eq(SSL_get_error(p->client, 0),
+			    SSL_ERROR_WANT_READ);
+			break;
+		}
+		got += n;
+	}
+	return (got);
+}
+
+/* A clean close from the client, seen by the server. */
+static void
+pair_close(struct pair *p)
+{
+	char c;
+	size_t n;
+
+	ck_assert_int_ge(SSL_shutdown(p->client), 0);
+	ck_assert_int_eq(tls_read(p->server, &c, 1, &n), TLS_IO_EOF);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(SSL_shutdown(p->server), 1);
+}
+
+/*
+ * What a test holds, freed by the checked teardown: an assertion that
+ * leaves a test early leaks nothing, even under CK_FORK=no.
+ */
+static struct held {
+	SSL_CTX		*sctx, *cctx;
+	struct pair	 p;
+	SSL_SESSION	*sess;
+	X509		*peer;
+	unsigned char	*in, *out, *copy;
+} h;
+
+static void
+held_free(void)
+{
+	pair_free(&h.p);
+	SSL_SESSION_free(h.sess);
+	X509_free(h.peer);
+	SSL_CTX_free(h.cctx);
+	SSL_CTX_free(h.sctx);
+	free(h.in);
+	free(h.out);
+	free(h.copy);
+	memset(&h, 0, sizeof(h));
+}
+
+/* Tests. */
+
+START_TEST(test_handshake_and_io)
+{
+	static const char greeting[] = "220 smtpgate.test ESMTP\r\n";
+	static const char ehlo[] = "EHLO client.test\r\n";
+	char buf[256];
+	size_t n;
+
+	h.sctx = server_ctx_ec();
+	h.cctx = client_ctx(0, 0);
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	ck_assert_int_eq(SSL_version(h.p.server), TLS1_3_VERSION);
+	ck_assert_int_eq(SSL_version(h.p.client), TLS1_3_VERSION);
+
+	/* Nothing sent yet: the server's read wants to read. */
+	n = 99;
+	ck_assert_int_eq(tls_read(h.p.server, buf, sizeof(buf), &n),
+	    TLS_IO_WANT_READ);
+	ck_assert_uint_eq(n, 0);
+
+	/* Server to client. */
+	ck_assert_int_eq(tls_write(h.p.server, greeting, strlen(greeting), &n),
+	    TLS_IO_OK);
+	ck_assert_uint_eq(n, strlen(greeting));
+	ck_assert_uint_eq(client_read(&h.p, buf, sizeof(buf)),
+	    strlen(greeting));
+	ck_assert_mem_eq(buf, greeting, strlen(greeting));
+
+	/* Client to server. */
+	ck_assert_int_eq(SSL_write_ex(h.p.client, ehlo, strlen(ehlo), &n), 1);
+	ck_assert_int_eq(tls_read(h.p.server, buf, sizeof(buf), &n), TLS_IO_OK);
+	ck_assert_uint_eq(n, strlen(ehlo));
+	ck_assert_mem_eq(buf, ehlo, strlen(ehlo));
+	ck_assert_int_eq(tls_read(h.p.server, buf, sizeof(buf), &n),
+	    TLS_IO_WANT_READ);
+	ck_assert_uint_eq(n, 0);
+
+	/* A short read leaves the rest pending inside OpenSSL. */
+	ck_assert_int_eq(SSL_write_ex(h.p.client, ehlo, strlen(ehlo), &n), 1);
+	ck_assert_int_eq(tls_read(h.p.server, buf, 4, &n), TLS_IO_OK);
+	ck_assert_uint_eq(n, 4);
+	ck_assert_int_eq(SSL_pending(h.p.server), (int)strlen(ehlo) - 4);
+	ck_assert_int_eq(tls_read(h.p.server, buf + 4, sizeof(buf) - 4, &n),
+	    TLS_IO_OK);
+	ck_assert_uint_eq(n, strlen(ehlo) - 4);
+	ck_assert_mem_eq(buf, ehlo, strlen(ehlo));
+
+	pair_close(&h.p);
+}
+END_TEST
+
+/* The peer's close: a close_notify, or the transport's EOF without one. */
+START_TEST(test_eof)
+{
+	char buf[16];
+	size_t n;
+
+	h.sctx = server_ctx_ec();
+	h.cctx = client_ctx(0, 0);
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	ck_assert_int_eq(tls_read(h.p.server, buf, sizeof(buf), &n),
+	    TLS_IO_WANT_READ);
+	if (_i == 0)
+		ck_assert_int_ge(SSL_shutdown(h.p.client), 0);
+	else
+		ck_assert_int_eq(BIO_shutdown_wr(SSL_get_wbio(h.p.client)), 1);
+	n = 99;
+	ck_assert_int_eq(tls_read(h.p.server, buf, sizeof(buf), &n),
+	    TLS_IO_EOF);
+	ck_assert_uint_eq(n, 0);
+	/* And it stays so. */
+	ck_assert_int_eq(tls_read(h.p.server, buf, sizeof(buf), &n),
+	    TLS_IO_EOF);
+}
+END_TEST
+
+/*
+ * Much more than the BIO pair holds, both ways. tls_write must make partial
+ * progress, then want to write, then take the rest from another address:
+ * the endpoint's buffer compacts between a short write and its retry.
+ */
+#define BULK	(256 * 1024)
+
+START_TEST(test_bulk)
+{
+	size_t put, got, n, i;
+	int steps, want_write = 0, partial = 0;
+	const unsigned char *src;
+	enum tls_io r;
+
+	ck_assert_ptr_nonnull(h.out = malloc(BULK));
+	ck_assert_ptr_nonnull(h.copy = malloc(BULK));
+	ck_assert_ptr_nonnull(h.in = malloc(BULK));
+	for (i = 0; i < BULK; i++)
+		h.out[i] = (unsigned char)(i * 7 + i / 251);
+	memcpy(h.copy, h.out, BULK);
+	src = h.out;
+	h.sctx = server_ctx_ec();
+	h.cctx = client_ctx(0, _i == 0 ? 0 : TLS1_2_VERSION);
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+
+	/* Server to client. */
+	put = got = 0;
+	for (steps = 0; got < BULK; steps++) {
+		ck_assert_int_lt(steps, 10000);
+		while (put < BULK) {
+			r = tls_write(h.p.server, src + put, BULK - put, &n);
+			if (r == TLS_IO_WANT_WRITE) {
+				ck_assert_uint_eq(n, 0);
+				want_write = 1;
+				/* The same bytes, somewhere else. */
+				src = src == h.out ? h.copy : h.out;
+				break;
+			}
+			ck_assert_int_eq(r, TLS_IO_OK);
+			ck_assert_uint_gt(n, 0);
+			if (n < BULK - put)
+				partial = 1;
+			put += n;
+		}
+		got += client_read(&h.p, (char *)h.in + got, BULK - got);
+	}
+	ck_assert_int_eq(want_write, 1);
+	ck_assert_int_eq(partial, 1);
+	ck_assert_uint_eq(put, BULK);
+	ck_assert_int_eq(memcmp(h.in, h.out, BULK), 0);
+
+	/* Client to server, read in small pieces. */
+	memset(h.in, 0, BULK);
+	put = got = 0;
+	for (steps = 0; got < BULK; steps++) {
+		ck_assert_int_lt(steps, 10000);
+		while (put < BULK && SSL_write_ex(h.p.client, h.out + put,
+		    BULK - put, &n) == 1)
+			put += n;
+		ERR_clear_error();
+		for (;;) {
+			r = tls_read(h.p.server, h.in + got, 1000, &n);
+			if (r == TLS_IO_WANT_READ)
+				break;
+			ck_assert_int_eq(r, TLS_IO_OK);
+			ck_assert_uint_le(n, 1000);
+			got += n;
+		}
+	}
+	ck_assert_int_eq(memcmp(h.in, h.out, BULK), 0);
+
+	pair_close(&h.p);
+}
+END_TEST
+
+/* A client that offers only TLS 1.1 meets the TLS 1.2 floor. */
+START_TEST(test_tls11_refused)
+{
+	char err[256];
+
+	h.sctx = server_ctx_ec();
+	h.cctx = client_ctx(TLS1_1_VERSION, TLS1_1_VERSION);
+	/* Let the client speak TLS 1.1 at all: OpenSSL 3 refuses it at
+	 * security level 1 and up, before a byte is sent. */
+	SSL_CTX_set_security_level(h.cctx, 0);
+	ck_assert_int_eq(SSL_CTX_set_cipher_list(h.cctx, "DEFAULT:@SECLEVEL=0"),
+	    1);
+
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), -1);
+	ck_assert_int_eq(h.p.server_io, TLS_IO_ERROR);
+	ck_assert_int_eq(h.p.server_reason, SSL_R_UNSUPPORTED_PROTOCOL);
+	ck_assert_int_eq(h.p.client_error, SSL_ERROR_SSL);
+	pair_free(&h.p);
+
+	/* The error text names the reason, and reading it clears it. */
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(SSL_do_handshake(h.p.client), -1);
+	ck_assert_int_eq(tls_handshake(h.p.server), TLS_IO_ERROR);
+	ck_assert_ptr_nonnull(strstr(tls_error(err, sizeof(err)),
+	    "unsupported protocol"));
+	ck_assert_uint_eq(ERR_peek_error(), 0);
+	pair_free(&h.p);
+
+	/* The control: the same client does complete TLS 1.1 with a server
+	 * whose floor was lowered by hand, so the refusal was the floor's. */
+	ck_assert_int_eq(SSL_CTX_set_min_proto_version(h.sctx, TLS1_1_VERSION),
+	    1);
+	SSL_CTX_set_security_level(h.sctx, 0);
+	ck_assert_int_eq(SSL_CTX_set_cipher_list(h.sctx, "DEFAULT:@SECLEVEL=0"),
+	    1);
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	ck_assert_int_eq(SSL_version(h.p.server), TLS1_1_VERSION);
+}
+END_TEST
+
+/* min_version = TLSv1.3 refuses a client that stops at TLS 1.2. */
+START_TEST(test_min_tls13)
+{
+	struct config_tls c;
+
+	conf_init(&c, TLS1_3_VERSION);
+	conf_pair(&c, F_EC_CRT, F_EC_KEY);
+	h.sctx = server_ctx(&c);
+	h.cctx = client_ctx(0, TLS1_2_VERSION);
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), -1);
+	ck_assert_int_eq(h.p.server_io, TLS_IO_ERROR);
+	ck_assert_int_eq(h.p.server_reason, SSL_R_UNSUPPORTED_PROTOCOL);
+	pair_free(&h.p);
+	SSL_CTX_free(h.sctx);
+	h.sctx = NULL;
+
+	/* The same client with the default floor: TLS 1.2. */
+	h.sctx = server_ctx_ec();
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	ck_assert_int_eq(SSL_version(h.p.server), TLS1_2_VERSION);
+	pair_free(&h.p);
+	SSL_CTX_free(h.sctx);
+	h.sctx = NULL;
+
+	/* And a TLS 1.3 client gets in. */
+	h.sctx = server_ctx(&c);
+	SSL_CTX_free(h.cctx);
+	h.cctx = NULL;
+	h.cctx = client_ctx(0, 0);
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	ck_assert_int_eq(SSL_version(h.p.server), TLS1_3_VERSION);
+}
+END_TEST
+
+/*
+ * RSA and ECDSA pairs side by side, in either order: the client's signature
+ * algorithms pick the certificate, in TLS 1.3 and in TLS 1.2.
+ */
+static const struct sigalg_case {
+	int		 ec_first;
+	int		 max_version;
+	const char	*sigalgs;
+	int		 want_ec;
+} sigalg_cases[] = {
+	{ 0, 0, "ecdsa_secp256r1_sha256", 1 },
+	{ 0, 0, "rsa_pss_rsae_sha256:rsa_pkcs1_sha256", 0 },
+	{ 1, 0, "ecdsa_secp256r1_sha256", 1 },
+	{ 1, 0, "rsa_pss_rsae_sha256:rsa_pkcs1_sha256", 0 },
+	{ 0, TLS1_2_VERSION, "ecdsa_secp256r1_sha256", 1 },
+	{ 0, TLS1_2_VERSION, "rsa_pss_rsae_sha256:rsa_pkcs1_sha256", 0 },
+	{ 1, TLS1_2_VERSION, "ecdsa_secp256r1_sha256", 1 },
+	{ 1, TLS1_2_VERSION, "rsa_pkcs1_sha256", 0 },
+};
+
+START_TEST(test_cert_by_sigalg)
+{
+	const struct sigalg_case *sc = &sigalg_cases[_i];
+	struct config_tls c;
+
+	conf_init(&c, TLS1_2_VERSION);
+	if (sc->ec_first) {
+		conf_pair(&c, F_EC_CRT, F_EC_KEY);
+		conf_pair(&c, F_RSA_CRT, F_RSA_KEY);
+	} else {
+		conf_pair(&c, F_RSA_CRT, F_RSA_KEY);
+		conf_pair(&c, F_EC_CRT, F_EC_KEY);
+	}
+	h.sctx = server_ctx(&c);
+	h.cctx = client_ctx(0, sc->max_version);
+	ck_assert_int_eq(SSL_CTX_set1_sigalgs_list(h.cctx, sc->sigalgs), 1);
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	if (sc->max_version != 0)
+		ck_assert_int_eq(SSL_version(h.p.client), sc->max_version);
+	ck_assert_ptr_nonnull(h.peer = SSL_get1_peer_certificate(h.p.client));
+	ck_assert_int_eq(X509_cmp(h.peer, sc->want_ec ? ec_x509 : rsa_x509), 0);
+	ck_assert_int_eq(EVP_PKEY_is_a(X509_get0_pubkey(h.peer),
+	    sc->want_ec ? "EC" : "RSA"), 1);
+}
+END_TEST
+
+/* Contexts that must not be built, and what the message must name. */
+static const struct ctx_error_case {
+	const char	*name;
+	int		 npairs;
+	enum file	 files[2][2];	/* { cert, key } */
+	const char	*ciphers, *ciphersuites;
+	int		 want_path;	/* an enum file, or -1 */
+	const char	*want_text;
+} ctx_error_cases[] = {
+	{ "key of another EC cert", 1, { { F_EC_CRT, F_EC2_KEY } },
+	    NULL, NULL, F_EC2_KEY, NULL },
+	{ "EC key for an RSA cert", 1, { { F_RSA_CRT, F_EC_KEY } },
+	    NULL, NULL, F_EC_KEY, NULL },
+	{ "RSA key for an EC cert", 1, { { F_EC_CRT, F_RSA_KEY } },
+	    NULL, NULL, F_RSA_KEY, NULL },
+	{ "second pair mismatched", 2,
+	    { { F_EC_CRT, F_EC_KEY }, { F_RSA_CRT, F_EC2_KEY } },
+	    NULL, NULL, F_EC2_KEY, NULL },
+	{ "keys in the wrong order", 2,
+	    { { F_EC_CRT, F_RSA_KEY }, { F_RSA_CRT, F_EC_KEY } },
+	    NULL, NULL, F_RSA_KEY, NULL },
+	{ "key given as cert", 1, { { F_EC_KEY, F_EC_KEY } },
+	    NULL, NULL, F_EC_KEY, NULL },
+	{ "missing cert", 1, { { F_MISSING_CRT, F_EC_KEY } },
+	    NULL, NULL, F_MISSING_CRT, NULL },
+	{ "missing key", 1, { { F_EC_CRT, F_MISSING_KEY } },
+	    NULL, NULL, F_MISSING_KEY, NULL },
+	{ "garbage cert", 1, { { F_GARBAGE, F_EC_KEY } },
+	    NULL, NULL, F_GARBAGE, NULL },
+	{ "garbage key", 1, { { F_EC_CRT, F_GARBAGE } },
+	    NULL, NULL, F_GARBAGE, NULL },
+	{ "two certificates of one key type", 2,
+	    { { F_EC_CRT, F_EC_KEY }, { F_EC2_CRT, F_EC2_KEY } },
+	    NULL, NULL, F_EC2_CRT, "configured already" },
+	{ "bad ciphers", 1, { { F_EC_CRT, F_EC_KEY } },
+	    "NOT-A-CIPHER", NULL, -1, "ciphers 'NOT-A-CIPHER'" },
+	{ "bad ciphersuites", 1, { { F_EC_CRT, F_EC_KEY } },
+	    NULL, "TLS_NOT_A_SUITE", -1, "ciphersuites 'TLS_NOT_A_SUITE'" },
+};
+
+START_TEST(test_ctx_errors)
+{
+	const struct ctx_error_case *ec = &ctx_error_cases[_i];
+	struct config_tls c;
+	char err[512] = "";
+	SSL_CTX *ctx;
+	int i;
+
+	conf_init(&c, TLS1_2_VERSION);
+	for (i = 0; i < ec->npairs; i++)
+		conf_pair(&c, ec->files[i][0], ec->files[i][1]);
+	c.ciphers = (char *)ec->ciphers;
+	c.ciphersuites = (char *)ec->ciphersuites;
+	ctx = tls_ctx_new(&c, err, sizeof(err));
+	ck_assert_msg(ctx == NULL, "%s: a context was built", ec->name);
+	SSL_CTX_free(ctx);
+	if (ec->want_path != -1)
+		ck_assert_msg(strstr(err, paths[ec->want_path]) != NULL,
+		    "%s: \"%s\" does not name %s", ec->name, err,
+		    paths[ec->want_path]);
+	if (ec->want_text != NULL)
+		ck_assert_msg(strstr(err, ec->want_text) != NULL,
+		    "%s: \"%s\" does not say %s", ec->name, err, ec->want_text);
+	/* The reason is in err; nothing stays queued, or the next
+	 * tls_error() on this thread would report this stale error. */
+	ck_assert_msg(ERR_peek_error() == 0, "%s: an error stays queued: %s",
+	    ec->name, ERR_reason_error_string(ERR_peek_error()));
+	ERR_clear_error();
+}
+END_TEST
+
+/* A second connection resumes the first one's session from a ticket. */
+START_TEST(test_resumption)
+{
+	char buf[16];
+
+	h.sctx = server_ctx_ec();
+	h.cctx = client_ctx(0, _i == 0 ? 0 : TLS1_2_VERSION);
+
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	ck_assert_int_eq(SSL_session_reused(h.p.client), 0);
+	/* TLS 1.3 tickets arrive after the handshake: read them. */
+	ck_assert_uint_eq(client_read(&h.p, buf, sizeof(buf)), 0);
+	ck_assert_ptr_nonnull(h.sess = SSL_get1_session(h.p.client));
+	ck_assert_int_eq(SSL_SESSION_is_resumable(h.sess), 1);
+	ck_assert_int_eq(SSL_SESSION_has_ticket(h.sess), 1);
+	pair_close(&h.p);
+	pair_free(&h.p);
+
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(SSL_set_session(h.p.client, h.sess), 1);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	ck_assert_int_eq(SSL_version(h.p.server),
+	    _i == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+	ck_assert_int_eq(SSL_session_reused(h.p.client), 1);
+	ck_assert_int_eq(SSL_session_reused(h.p.server), 1);
+	pair_close(&h.p);
+}
+END_TEST
+
+/* TLS 1.2 renegotiation, from either side, does not happen. */
+START_TEST(test_renegotiation_refused)
+{
+	static const char msg[] = "MAIL FROM:<a@b>\r\n";
+	char buf[64];
+	size_t n;
+	int i, r = 0, cerr = SSL_ERROR_NONE, reason = 0;
+	enum tls_io sio = TLS_IO_WANT_READ;
+
+	h.sctx = server_ctx_ec();
+	h.cctx = client_ctx(0, TLS1_2_VERSION);
+	pair_new(&h.p, h.sctx, h.cctx);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	ck_assert_int_eq(SSL_version(h.p.server), TLS1_2_VERSION);
+
+	/* The server never starts one. */
+	ck_assert_int_eq(SSL_renegotiate(h.p.server), 0);
+	ERR_clear_error();
+
+	/* The client asks; the server must not go along. */
+	ck_assert_int_eq(SSL_renegotiate(h.p.client), 1);
+	for (i = 0; i < 16; i++) {
+		ERR_clear_error();
+		if ((r = SSL_do_handshake(h.p.client)) == 1)
+			break;
+		cerr = SSL_get_error(h.p.client, r);
+		if (cerr != SSL_ERROR_WANT_READ) {
+			reason = ERR_GET_REASON(ERR_peek_error());
+			break;
+		}
+		sio = tls_read(h.p.server, buf, sizeof(buf), &n);
+		ck_assert_int_ne(sio, TLS_IO_OK);
+		if (sio == TLS_IO_ERROR || sio == TLS_IO_EOF)
+			break;
+	}
+	ERR_clear_error();
+	ck_assert_msg(r != 1, "the renegotiation completed");
+	/* The server answered no_renegotiation (RFC 5246 section 7.2.2),
+	 * which OpenSSL's client takes as fatal. */
+	ck_assert_int_eq(cerr, SSL_ERROR_SSL);
+	ck_assert_int_eq(reason, SSL_R_NO_RENEGOTIATION);
+	ck_assert_int_eq(SSL_renegotiate_pending(h.p.server), 0);
+	ck_assert_int_eq(SSL_is_init_finished(h.p.server), 1);
+	/* Nothing the client sends after that is taken as data. */
+	(void)SSL_write_ex(h.p.client, msg, strlen(msg), &n);
+	ERR_clear_error();
+	ck_assert_int_ne(tls_read(h.p.server, buf, sizeof(buf), &n), TLS_IO_OK);
+}
+END_TEST
+
+Suite *
+tls_suite(void)
+{
+	Suite *s;
+	TCase *tc;
+
+	s = suite_create("tls");
+	tc = tcase_create("tls");
+	/* Key generation happens once, outside the per-test timeout. */
+	tcase_add_unchecked_fixture(tc, tls_setup, tls_teardown);
+	tcase_add_checked_fixture(tc, NULL, held_free);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_handshake_and_io);
+	tcase_add_loop_test(tc, test_eof, 0, 2);
+	tcase_add_loop_test(tc, test_bulk, 0, 2);
+	tcase_add_test(tc, test_tls11_refused);
+	tcase_add_test(tc, test_min_tls13);
+	tcase_add_loop_test(tc, test_cert_by_sigalg, 0,
+	    (int)(sizeof(sigalg_cases) / sizeof(sigalg_cases[0])));
+	tcase_add_loop_test(tc, test_ctx_errors, 0,
+	    (int)(sizeof(ctx_error_cases) / sizeof(ctx_error_cases[0])));
+	tcase_add_loop_test(tc, test_resumption, 0, 2);
+	tcase_add_test(tc, test_renegotiation_refused);
+	suite_add_tcase(s, tc);
+	return (s);
+}
