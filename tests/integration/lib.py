@@ -899,3 +899,16 @@ class IntegrationTest(unittest.TestCase):
         final = c.reply(timeout=60)
         self.assertCode(final, 250)
         return final
+
+
+class SharedGatewayTest(IntegrationTest):
+    """A test class whose tests share one backend and one default gateway
+    (self.be, self.gw), checked alive before each test."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.be, cls.gw = cls.start_shared()
+
+    def setUp(self):
+        super().setUp()
+        self.check_shared_alive()

@@ -182,14 +182,7 @@ class BackendSelfTest(lib.IntegrationTest):
 # ============================================================================
 # implicit TLS (smtps)
 
-class ImplicitTest(lib.IntegrationTest):
-    @classmethod
-    def setUpClass(cls):
-        cls.be, cls.gw = cls.start_shared()
-
-    def setUp(self):
-        super().setUp()
-        self.check_shared_alive()
+class ImplicitTest(lib.SharedGatewayTest):
 
     def test_backend_banner_relayed_inside_tls(self):
         with SMTPClient(self.gw.port("smtps"), tls=True) as c:
@@ -395,14 +388,7 @@ class ImplicitTest(lib.IntegrationTest):
 # ============================================================================
 # large messages (own backend: its byte log gets big)
 
-class LargeMessageTest(lib.IntegrationTest):
-    @classmethod
-    def setUpClass(cls):
-        cls.be, cls.gw = cls.start_shared()
-
-    def setUp(self):
-        super().setUp()
-        self.check_shared_alive()
+class LargeMessageTest(lib.SharedGatewayTest):
 
     def _big(self, size, limit):
         m = lib.big_message(size, marker=uniq("big%d" % size))
@@ -449,14 +435,7 @@ class LargeMessageTest(lib.IntegrationTest):
 # ============================================================================
 # STARTTLS with require_tls (submission, and the 2525-style "alt")
 
-class StartTLSTest(lib.IntegrationTest):
-    @classmethod
-    def setUpClass(cls):
-        cls.be, cls.gw = cls.start_shared()
-
-    def setUp(self):
-        super().setUp()
-        self.check_shared_alive()
+class StartTLSTest(lib.SharedGatewayTest):
 
     def test_gateway_greets_and_offers_starttls_never_auth(self):
         for listener in ("submission", "alt"):
@@ -1187,14 +1166,7 @@ class SClient:
             self.err.close()
 
 
-class RealClientsTest(lib.IntegrationTest):
-    @classmethod
-    def setUpClass(cls):
-        cls.be, cls.gw = cls.start_shared()
-
-    def setUp(self):
-        super().setUp()
-        self.check_shared_alive()
+class RealClientsTest(lib.SharedGatewayTest):
 
     def _check(self, marker, m, mail_from, rcpt):
         n, eml, env = self.be.find_message(mid(m))
