@@ -15,11 +15,12 @@ CFLAGS	+= -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 LDFLAGS	+= -fsanitize=address,undefined
 endif
 
-SRCS	 = proxy/buf.c proxy/log.c proxy/body.c proxy/smtp.c proxy/endpoint.c \
+SRCS	 = proxy/buf.c proxy/log.c proxy/body.c proxy/smtp.c proxy/iptable.c \
+	   proxy/endpoint.c \
 	   proxy/session.c proxy/listener.c tls/tls.c config/config.c
 MAIN	 = proxy/main.c
 UNIT	 = tests/unit/main.c tests/unit/test_buf.c tests/unit/test_smtp.c \
-	   tests/unit/test_config.c tests/unit/test_tls.c
+	   tests/unit/test_config.c tests/unit/test_tls.c tests/unit/test_iptable.c
 
 OBJS	 = $(SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS = $(UNIT:%.c=$(BUILD)/%.o)

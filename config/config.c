@@ -262,6 +262,7 @@ set_listen(struct config *c, void *dst, const char *v, const void *arg)
 
 static const struct range r_conns = { 1, 1000000 };
 static const struct range r_line = { 512, CONFIG_MAX_LINE_MAX };
+static const struct range r_limit = { 0, 1000000 };
 static const struct words w_bare = { { "normalize", "reject", NULL }, { 0, 1 } };
 static const struct words w_log = { { "error", "warn", "info", "debug", NULL },
 	{ CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG } };
@@ -272,7 +273,7 @@ static const struct words w_mode = { { "implicit", "starttls", NULL },
 static const struct words w_bool = { { "yes", "no", "true", "false", "on",
 	"off", NULL }, { 1, 0, 1, 0, 1, 0 } };
 
-enum section { SEC_GATEWAY, SEC_TLS, SEC_TIMEOUTS, SEC_LISTENER };
+enum section { SEC_GATEWAY, SEC_TLS, SEC_TIMEOUTS, SEC_LIMITS, SEC_LISTENER };
 
 #define G(f)	offsetof(struct config, f)
 #define L(f)	offsetof(struct config_listener, f)
@@ -306,6 +307,10 @@ static const struct key {
 	{ SEC_TIMEOUTS, "backend_connect", set_seconds,
 	    G(timeouts.backend_connect), NULL },
 	{ SEC_TIMEOUTS, "drain", set_seconds, G(timeouts.drain), NULL },
+	{ SEC_LIMITS, "per_ip_connections", set_long,
+	    G(limits.per_ip_connections), &r_limit },
+	{ SEC_LIMITS, "per_ip_rate", set_long, G(limits.per_ip_rate), &r_limit },
+	{ SEC_LIMITS, "max_errors", set_long, G(limits.max_errors), &r_limit },
 	{ SEC_LISTENER, "address", set_listen, 0, NULL },
 	{ SEC_LISTENER, "mode", set_word, L(mode), &w_mode },
 	{ SEC_LISTENER, "backend", set_address, L(backend), NULL },
@@ -333,7 +338,8 @@ section_begin(struct config *c, const char *name)
 {
 	struct config_listener *l;
 
-	if (strcmp(name, "gateway") == 0 || strcmp(name, "timeouts") == 0)
+	if (strcmp(name, "gateway") == 0 || strcmp(name, "timeouts") == 0 ||
+	    strcmp(name, "limits") == 0)
 		return;
 	if (strcmp(name, "tls") == 0) {
 		c->tls_line = c->lineno;
@@ -341,7 +347,7 @@ section_begin(struct config *c, const char *name)
 	}
 	if (strncmp(name, "listener:", 9) != 0) {
 		config_error(c, c->lineno, "unknown section [%s] (expected gateway, "
-		    "tls, timeouts or listener:NAME)", name);
+		    "tls, timeouts, limits or listener:NAME)", name);
 		return;
 	}
 	name += 9;
@@ -442,6 +448,8 @@ handler(void *user, const char *section, const char *name, const char *value)
 		sec = SEC_TLS;
 	else if (strcmp(section, "timeouts") == 0)
 		sec = SEC_TIMEOUTS;
+	else if (strcmp(section, "limits") == 0)
+		sec = SEC_LIMITS;
 	else if (strncmp(section, "listener:", 9) == 0 &&
 	    (l = listener_find(c, section + 9)) != NULL)
 		sec = SEC_LISTENER;
@@ -522,6 +530,8 @@ config_new(const char *name)
 	c->timeouts.data = 600;
 	c->timeouts.backend_connect = 10;
 	c->timeouts.drain = 30;
+	c->limits.per_ip_connections = 20;
+	c->limits.max_errors = 10;
 	return (c);
 }
 

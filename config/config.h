@@ -44,6 +44,12 @@ struct config_tls {
 	char			*ciphersuites;
 };
 
+struct config_limits {
+	long	per_ip_connections;	/* 0: no limit */
+	long	per_ip_rate;		/* connections per minute; 0: off */
+	long	max_errors;		/* consecutive 5xx replies; 0: off */
+};
+
 struct config_timeouts {
 	double	handshake, command, data, backend_connect, drain;
 };
@@ -58,6 +64,7 @@ struct config {
 	enum config_log		 log_level;
 	struct config_tls	 tls;
 	struct config_timeouts	 timeouts;
+	struct config_limits	 limits;
 	struct config_listener	 listeners[CONFIG_MAX_LISTENERS];
 	int			 nlisteners;
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../config/config.h"
+#include "iptable.h"
 #include "listener.h"
 #include "log.h"
 #include "session.h"
@@ -17,17 +18,17 @@
  * listener cannot starve the sessions already open. */
 #define ACCEPT_BATCH	64
 
-/* Refuse a connection over the cap before any TLS or greeting work is spent
+/* Refuse a connection over a limit before any TLS or greeting work is spent
  * on it (DESIGN.md, "Failures a client sees"). The reply is plaintext, which
  * an implicit-TLS client reads as a failed handshake. */
 static void
-refuse(struct listener *l, int fd)
+refuse(struct listener *l, int fd, const char *why)
 {
 	char msg[320];
 	int n;
 
-	n = snprintf(msg, sizeof(msg), "421 4.7.0 %s Too many connections, "
-	    "try again later\r\n", l->w->conf->hostname);
+	n = snprintf(msg, sizeof(msg), "421 4.7.0 %s %s, try again later\r\n",
+	    l->w->conf->hostname, why);
 	if (n > 0)
 		(void)send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);
@@ -38,8 +39,10 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct listener *l = w->data;
 	struct sockaddr_storage ss;
+	enum iptable_verdict v;
 	socklen_t len;
-	int fd, i;
+	int fd, i, counted;
+	char peer[64];
 
 	(void)revents;
 	for (i = 0; i < ACCEPT_BATCH; i++) {
@@ -67,10 +70,23 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			log_msg(LOG_WARN, "listener %s: max_connections (%ld) "
 			    "reached, refusing a connection", l->conf->name,
 			    l->w->conf->max_connections);
-			refuse(l, fd);
+			refuse(l, fd, "Too many connections");
 			continue;
 		}
-		session_new(l->w, l, fd, (struct sockaddr *)&ss, len);
+		v = iptable_acquire(l->w->ips, (struct sockaddr *)&ss,
+		    ev_now(loop), &counted);
+		if (v != IPTABLE_OK) {
+			session_format_addr((struct sockaddr *)&ss, peer,
+			    sizeof(peer));
+			log_msg(LOG_WARN, "listener %s: client %s: %s, refused",
+			    l->conf->name, peer, v == IPTABLE_TOO_MANY ?
+			    "per_ip_connections reached" : "per_ip_rate reached");
+			refuse(l, fd, v == IPTABLE_TOO_MANY ? "Too many "
+			    "connections from your address" : "Too many "
+			    "connections from your address per minute");
+			continue;
+		}
+		session_new(l->w, l, fd, (struct sockaddr *)&ss, len, counted);
 	}
 }
 
@@ -134,6 +150,7 @@ listener_open_all(struct worker *w, char *err, size_t errlen)
 			l->smtp.hostname = c->hostname;
 			l->smtp.max_line = (size_t)c->max_line;
 			l->smtp.bare_reject = c->bare_reject;
+			l->smtp.max_errors = (unsigned)c->limits.max_errors;
 			l->smtp.mode = cl->mode == CONFIG_MODE_IMPLICIT ?
 			    SMTP_MODE_IMPLICIT : cl->require_tls ?
 			    SMTP_MODE_STARTTLS : SMTP_MODE_OPPORTUNISTIC;

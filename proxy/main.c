@@ -15,6 +15,7 @@
 
 #include "../config/config.h"
 #include "../tls/tls.h"
+#include "iptable.h"
 #include "listener.h"
 #include "log.h"
 #include "session.h"
@@ -61,6 +62,16 @@ raise_nofile(long max_connections)
 		    "max_connections at about %llu, not %ld",
 		    (unsigned long long)rl.rlim_cur,
 		    (unsigned long long)(rl.rlim_cur - 64) / 2, max_connections);
+}
+
+static void
+sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct worker *w = t->data;
+
+	(void)loop;
+	(void)revents;
+	iptable_sweep(w->ips, ev_now(loop));
 }
 
 static void
@@ -176,6 +187,14 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile(c->max_connections);
 	w.loop = ev_default_loop(EVFLAG_AUTO);
+	if ((w.ips = iptable_new((unsigned)c->limits.per_ip_connections,
+	    (unsigned)c->limits.per_ip_rate)) == NULL) {
+		log_msg(LOG_ERROR, "out of memory");
+		goto out;
+	}
+	ev_timer_init(&w.sweep_timer, sweep_cb, 60.0, 60.0);
+	w.sweep_timer.data = &w;
+	ev_timer_start(w.loop, &w.sweep_timer);
 	if (listener_open_all(&w, err, sizeof(err)) == -1) {
 		log_msg(LOG_ERROR, "%s", err);
 		goto out;
@@ -190,6 +209,7 @@ main(int argc, char **argv)
 	ev_run(w.loop, 0);
 
 	ev_timer_stop(w.loop, &w.drain_timer);
+	ev_timer_stop(w.loop, &w.sweep_timer);
 	ev_signal_stop(w.loop, &sigterm);
 	ev_signal_stop(w.loop, &sigint);
 	listener_free_all(&w);
@@ -197,6 +217,7 @@ main(int argc, char **argv)
 	rc = 0;
 out:
 	SSL_CTX_free(w.ctx);
+	iptable_free(w.ips);
 	config_free(c);
 	if (w.loop != NULL)
 		ev_loop_destroy(w.loop);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../config/config.h"
+#include "iptable.h"
 #include "listener.h"
 #include "log.h"
 #include "session.h"
@@ -55,8 +56,8 @@ io_init(struct session *s, struct smtp_io *io)
 	    (s->backend.eof || s->backend.failed);
 }
 
-static void
-format_addr(const struct sockaddr *sa, char *out, size_t len)
+void
+session_format_addr(const struct sockaddr *sa, char *out, size_t len)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
 	unsigned port = 0;
@@ -164,22 +165,70 @@ client_reading(const struct session *s)
 	return (smtp_wants_client_input(&s->smtp) && !s->smtp.want_close);
 }
 
-/* Pick the timeout for what the session waits for now. */
-static double
-session_timeout(const struct session *s)
+/* What the session's one timer measures. */
+enum wait {
+	WAIT_NONE,
+	WAIT_HANDSHAKE,		/* a whole TLS handshake: a deadline */
+	WAIT_CONNECT,		/* the backend's connect: a deadline */
+	WAIT_BODY,		/* one DATA or BDAT phase: a deadline */
+	WAIT_BACKEND,		/* a backend reply: idle, renewed by replies */
+	WAIT_COMMAND,		/* the next complete command: idle, likewise */
+	WAIT_CLOSE,		/* the last reply's flush */
+};
+
+static enum wait
+session_wait(const struct session *s)
+{
+	if (s->smtp.want_close)
+		return (WAIT_CLOSE);
+	if (s->client.handshaking)
+		return (WAIT_HANDSHAKE);
+	if (s->backend.connecting)
+		return (WAIT_CONNECT);
+	if (s->smtp.phase == PHASE_DATA || s->smtp.phase == PHASE_BDAT)
+		return (WAIT_BODY);
+	if (smtp_awaits_backend(&s->smtp))
+		return (WAIT_BACKEND);
+	return (WAIT_COMMAND);
+}
+
+/*
+ * Set the timer for what the session waits for now. A deadline starts when
+ * its wait begins and no traffic extends it, so a client that trickles
+ * bytes cannot hold a handshake or a message open; the idle waits start
+ * again whenever a command or a reply completed (active).
+ */
+static void
+session_timer(struct session *s, int active)
 {
 	const struct config_timeouts *t = &s->w->conf->timeouts;
+	enum wait w = session_wait(s);
+	static const int renewable[] = { [WAIT_BACKEND] = 1, [WAIT_COMMAND] = 1,
+	    [WAIT_CLOSE] = 0 };
 
-	if (s->smtp.want_close)
-		return (SESSION_CLOSE_GRACE);
-	if (s->client.handshaking)
-		return (t->handshake);
-	if (s->backend.connecting)
-		return (t->backend_connect);
-	if (smtp_awaits_backend(&s->smtp) || s->smtp.phase == PHASE_DATA ||
-	    s->smtp.phase == PHASE_BDAT)
-		return (t->data);
-	return (t->command);
+	if (w == (enum wait)s->wait && !(active && renewable[w]))
+		return;
+	s->wait = (int)w;
+	switch (w) {
+	case WAIT_HANDSHAKE:
+		s->timer.repeat = t->handshake;
+		break;
+	case WAIT_CONNECT:
+		s->timer.repeat = t->backend_connect;
+		break;
+	case WAIT_BODY:
+	case WAIT_BACKEND:
+		s->timer.repeat = t->data;
+		break;
+	case WAIT_COMMAND:
+		s->timer.repeat = t->command;
+		break;
+	case WAIT_CLOSE:
+	case WAIT_NONE:
+		s->timer.repeat = SESSION_CLOSE_GRACE;
+		break;
+	}
+	ev_timer_again(s->w->loop, &s->timer);
 }
 
 /*
@@ -234,10 +283,7 @@ session_step(struct session *s, int active)
 
 	endpoint_watch(&s->client, loop, client_reading(s));
 	endpoint_watch(&s->backend, loop, !s->smtp.want_close);
-	if (active) {
-		s->timer.repeat = session_timeout(s);
-		ev_timer_again(loop, &s->timer);
-	}
+	session_timer(s, active);
 	return (NULL);
 }
 
@@ -309,22 +355,26 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 struct session *
 session_new(struct worker *w, const struct listener *l, int fd,
-    const struct sockaddr *sa, socklen_t salen)
+    const struct sockaddr *sa, socklen_t salen, int ip_counted)
 {
 	struct session *s;
 	struct smtp_io io;
 	const char *why;
 
-	(void)salen;
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		if (ip_counted)
+			iptable_release(w->ips, sa);
 		close(fd);
 		return (NULL);
 	}
 	s->w = w;
 	s->l = l;
+	memcpy(&s->peer_sa, sa, salen < sizeof(s->peer_sa) ? salen :
+	    sizeof(s->peer_sa));
+	s->ip_counted = ip_counted;
 	s->id = ++w->next_id;
 	s->started = ev_now(w->loop);
-	format_addr(sa, s->peer, sizeof(s->peer));
+	session_format_addr(sa, s->peer, sizeof(s->peer));
 	nodelay(fd);
 	endpoint_init(&s->client, fd, SESSION_BUF, io_cb, s);
 	endpoint_init(&s->backend, -1, SESSION_BUF, io_cb, s);
@@ -391,6 +441,8 @@ session_close(struct session *s, const char *reason)
 	    (unsigned long long)s->client.bytes_out,
 	    ev_now(w->loop) - s->started, reason ? reason : "unknown");
 	ev_timer_stop(w->loop, &s->timer);
+	if (s->ip_counted)
+		iptable_release(w->ips, (struct sockaddr *)&s->peer_sa);
 	endpoint_fini(&s->client, w->loop);
 	endpoint_fini(&s->backend, w->loop);
 	if (s->prev != NULL)

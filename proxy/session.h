@@ -22,6 +22,9 @@ struct session {
 	struct smtp		 smtp;
 	ev_timer		 timer;
 	ev_tstamp		 started;
+	struct sockaddr_storage	 peer_sa;
+	int			 ip_counted;	/* holds a place in w->ips */
+	int			 wait;		/* what the timer measures */
 	char			 peer[64];	/* client address:port */
 	char			 sni[64];
 	const char		*tls_version;	/* static strings from OpenSSL */
@@ -29,13 +32,18 @@ struct session {
 	struct session		*prev, *next;
 };
 
-/* Take over an accepted socket and start serving it. Returns NULL (and
- * closes fd) when out of memory. */
+/* Take over an accepted socket and start serving it; ip_counted: the
+ * connection holds a place in the per-IP table, which the session gives
+ * back when it ends. Returns NULL when the session ended at once (or memory
+ * was short); fd is closed then. */
 struct session	*session_new(struct worker *w, const struct listener *l, int fd,
-		    const struct sockaddr *sa, socklen_t salen);
+		    const struct sockaddr *sa, socklen_t salen, int ip_counted);
 /* The gateway is stopping: end the session with a 421 (or at once while a
  * TLS handshake is under way). The session may be freed on return. */
 void		 session_shutdown(struct session *s);
+/* "192.0.2.1:25" or "[2001:db8::1]:25", for logs. */
+void		 session_format_addr(const struct sockaddr *sa, char *out,
+		    size_t len);
 /* End the session now, log its line, free it. */
 void		 session_close(struct session *s, const char *reason);
 

@@ -705,6 +705,23 @@ client_input(struct smtp *t, struct smtp_io *io)
 
 /* Replies */
 
+/* RFC 5321 section 7.8: a client that keeps failing is dropped, once
+ * max_errors 5xx replies came in a row. cls is the reply's first digit. */
+static void
+count_reply(struct smtp *t, struct smtp_io *io, char cls)
+{
+	if (cls != '5') {
+		t->errors = 0;
+		return;
+	}
+	if (t->conf->max_errors == 0 || ++t->errors < t->conf->max_errors ||
+	    t->phase == PHASE_CLOSED)
+		return;
+	putf(io->to_client, "421 4.7.0 %s Too many errors, closing "
+	    "connection\r\n", t->conf->hostname);
+	close_after_flush(t, "too many errors");
+}
+
 /* Emit local replies at the head of the FIFO. Returns 1 if any was. */
 static int
 emit_local(struct smtp *t, struct smtp_io *io)
@@ -731,21 +748,25 @@ emit_local(struct smtp *t, struct smtp_io *io)
 			close_after_flush(t, "quit");
 		else if (s == LOCAL_BARE_REJECT)
 			close_after_flush(t, "bare CR or LF in message body");
+		count_reply(t, io, s == LOCAL_EHLO_MIN ? '2' :
+		    local_replies[s - SLOT_LOCAL][0]);
 	}
 	return (any);
 }
 
-/* Copy a reply line by line, each ending in CRLF. */
+/* Copy a reply (a valid one: smtp_reply() said so) line by line, each
+ * ending in CRLF. */
 static void
-relay_reply(struct buf *out, const char *p, size_t n)
+relay_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n)
 {
 	size_t off = 0, len, used;
 
 	while (off < n && smtp_line(p + off, n - off, n - off, &len, &used) == 1) {
-		put(out, p + off, len);
-		put(out, "\r\n", 2);
+		put(io->to_client, p + off, len);
+		put(io->to_client, "\r\n", 2);
 		off += used;
 	}
+	count_reply(t, io, p[0]);
 }
 
 /*
@@ -810,7 +831,7 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 	switch (s) {
 	case SLOT_BANNER:
 		t->greeted = 1;
-		relay_reply(io->to_client, p, n);
+		relay_reply(t, io, p, n);
 		break;
 	case SLOT_BANNER_HIDDEN:
 		t->greeted = 1;
@@ -834,9 +855,10 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 		}
 		if (ok) {
 			ehlo_rewrite(t, io->to_client, p, n);
+			count_reply(t, io, '2');
 			t->helo_done = 1;
 		} else {
-			relay_reply(io->to_client, p, n);
+			relay_reply(t, io, p, n);
 		}
 		break;
 	case SLOT_HELO_FALLBACK:
@@ -848,7 +870,7 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 			emit_local(t, io);
 			return;
 		}
-		relay_reply(io->to_client, p, n);
+		relay_reply(t, io, p, n);
 		break;
 	case SLOT_HELO:
 		if (ok) {
@@ -856,10 +878,10 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 			t->chunking = 0;
 			t->exts[0] = '\0';
 		}
-		relay_reply(io->to_client, p, n);
+		relay_reply(t, io, p, n);
 		break;
 	case SLOT_DATA:
-		relay_reply(io->to_client, p, n);
+		relay_reply(t, io, p, n);
 		if (code == 354) {
 			t->phase = PHASE_DATA;
 			body_init(&t->body, t->conf->bare_reject);
@@ -867,12 +889,12 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 		break;
 	case SLOT_DATA_END:
 	case SLOT_BDAT_LAST:
-		relay_reply(io->to_client, p, n);
+		relay_reply(t, io, p, n);
 		if (ok)
 			t->messages++;
 		break;
 	case SLOT_AUTH:
-		relay_reply(io->to_client, p, n);
+		relay_reply(t, io, p, n);
 		if (code == 334) {
 			/* The exchange goes on: the slot stays at the head. */
 			t->phase = PHASE_AUTH;
@@ -880,14 +902,14 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 		}
 		break;
 	case SLOT_QUIT:
-		relay_reply(io->to_client, p, n);
+		relay_reply(t, io, p, n);
 		fifo_pop(t);
 		close_after_flush(t, "quit");
 		return;
 	case SLOT_BDAT:
 	case SLOT_OTHER:
 	default:
-		relay_reply(io->to_client, p, n);
+		relay_reply(t, io, p, n);
 		break;
 	}
 	fifo_pop(t);
@@ -917,7 +939,7 @@ backend_input(struct smtp *t, struct smtp_io *io)
 		if (t->count == 0 || fifo_head(t) >= SLOT_LOCAL) {
 			if (t->count == 0 && code == 421) {
 				/* An unsolicited 421 may come at any time. */
-				relay_reply(io->to_client, buf_head(io->backend_in),
+				relay_reply(t, io, buf_head(io->backend_in),
 				    len);
 				buf_consume(io->backend_in, len);
 				close_after_flush(t, "backend sent 421");

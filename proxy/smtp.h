@@ -58,6 +58,7 @@ struct smtp_conf {
 	const char	*hostname;	/* the name in the gateway's own replies */
 	size_t		 max_line;	/* command line limit, CRLF included */
 	int		 bare_reject;	/* refuse bodies with bare CR/LF */
+	unsigned	 max_errors;	/* 5xx replies in a row; 0: no limit */
 	enum smtp_mode	 mode;
 };
 
@@ -104,6 +105,7 @@ struct smtp {
 	uint16_t		 head, count;
 	uint8_t			 slots[SMTP_FIFO];
 	unsigned		 messages;	/* acknowledged by the backend */
+	unsigned		 errors;	/* 5xx replies in a row */
 	char			 ehlo_arg[256];
 	char			 exts[SMTP_EXTS];	/* " KW KW " the backend offers */
 };

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 struct config;
+struct iptable;
 struct listener;
 struct session;
 
@@ -18,6 +19,8 @@ struct worker {
 	struct listener		*listeners;
 	struct session		*sessions;	/* all open sessions, a list */
 	unsigned		 nsessions;
+	struct iptable		*ips;		/* per-IP limits */
+	ev_timer		 sweep_timer;	/* forgets idle addresses */
 	uint64_t		 next_id;
 	int			 draining;	/* 0, 1: waiting, 2: 421s sent */
 	ev_timer		 drain_timer;

@@ -8,5 +8,6 @@ Suite	*buf_suite(void);
 Suite	*smtp_suite(void);
 Suite	*config_suite(void);
 Suite	*tls_suite(void);
+Suite	*iptable_suite(void);
 
 #endif

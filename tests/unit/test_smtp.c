@@ -81,7 +81,7 @@ h_run(struct harness *h)
 
 static void
 h_init(struct harness *h, enum smtp_mode mode, int bare_reject, size_t max_line,
-    int bytewise)
+    unsigned max_errors, int bytewise)
 {
 	struct smtp_io io;
 
@@ -89,6 +89,7 @@ h_init(struct harness *h, enum smtp_mode mode, int bare_reject, size_t max_line,
 	h->conf.hostname = "gw.test";
 	h->conf.max_line = max_line ? max_line : 4096;
 	h->conf.bare_reject = bare_reject;
+	h->conf.max_errors = max_errors;
 	h->conf.mode = mode;
 	h->bytewise = bytewise;
 	buf_init(&h->cin, CAP);
@@ -176,6 +177,7 @@ struct script {
 	int		 bare_reject;
 	size_t		 max_line;
 	struct step	 steps[40];
+	unsigned	 max_errors;	/* 0: off */
 };
 
 #define EHLO_LOCAL "250-gw.test\r\n250-PIPELINING\r\n" \
@@ -225,7 +227,7 @@ static const struct script scripts[] = {
 		    "(no parameters allowed)\r\n"),
 		S(C, "QUIT\r\n"), S(WANT_C, "221 2.0.0 gw.test closing "
 		    "connection\r\n"),
-		S(FLAGS, "c"), S(WANT_B, ""), N(END) } },
+		S(FLAGS, "c"), S(WANT_B, ""), N(END) }, 0 },
 	{ "starttls: injected plaintext after STARTTLS is never executed",
 	  SMTP_MODE_STARTTLS, 0, 0, {
 		S(WANT_C, GREETING),
@@ -236,7 +238,7 @@ static const struct script scripts[] = {
 		S(C, "MAIL FROM:<a@x>\r\n"),
 		S(WANT_C, "503 5.5.1 Send EHLO/HELO first\r\n"),
 		S(C, "EHLO c\r\n"), S(B, EXTS), S(WANT_C, EXTS),
-		S(WANT_B, "EHLO c\r\n"), N(END) } },
+		S(WANT_B, "EHLO c\r\n"), N(END) }, 0 },
 	{ "starttls: inside TLS the backend's EHLO is relayed, rewritten",
 	  SMTP_MODE_STARTTLS, 0, 0, {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
@@ -252,34 +254,34 @@ static const struct script scripts[] = {
 		S(C, "XCLIENT ADDR=1.2.3.4\r\nXFORWARD NAME=x\r\n"),
 		S(WANT_C, "502 5.5.1 Command not implemented\r\n"
 		    "502 5.5.1 Command not implemented\r\n"),
-		S(WANT_B, "EHLO c\r\nEHLO c\r\n"), N(END) } },
+		S(WANT_B, "EHLO c\r\nEHLO c\r\n"), N(END) }, 0 },
 	{ "starttls: client commands wait for the backend's banner",
 	  SMTP_MODE_STARTTLS, 0, 0, {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), N(TLS),
 		S(C, "EHLO c\r\n"), S(WANT_B, ""),
-		S(B, "220 b.test\r\n"), S(WANT_B, "EHLO c\r\n"), N(END) } },
+		S(B, "220 b.test\r\n"), S(WANT_B, "EHLO c\r\n"), N(END) }, 0 },
 	{ "starttls: a backend greeting other than 220 ends with 421",
 	  SMTP_MODE_STARTTLS, 0, 0, {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), S(FLAGS, "bt"),
 		S(B, "554 go away\r\n"), S(WANT_C, ""), N(TLS),
 		S(WANT_C, "421 4.3.0 gw.test Service not available\r\n"),
-		S(FLAGS, "c"), N(END) } },
+		S(FLAGS, "c"), N(END) }, 0 },
 	{ "starttls: a backend failure during the handshake waits for TLS",
 	  SMTP_MODE_STARTTLS, 0, 0, {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), N(ABORT_DOWN),
 		S(WANT_C, ""), N(TLS),
 		S(WANT_C, "421 4.4.1 gw.test Service not available, backend "
-		    "unreachable\r\n"), S(FLAGS, "btc"), N(END) } },
+		    "unreachable\r\n"), S(FLAGS, "btc"), N(END) }, 0 },
 	{ "implicit: banner relayed after the handshake, even 554",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		S(FLAGS, ""), N(TLS), S(FLAGS, "b"), S(C, "EHLO early\r\n"),
 		S(WANT_B, ""), S(B, "554 5.3.2 no thanks\r\n"),
 		S(WANT_C, "554 5.3.2 no thanks\r\n"), S(WANT_B, "EHLO early\r\n"),
 		S(B, "503 5.5.1 bad sequence\r\n"),
-		S(WANT_C, "503 5.5.1 bad sequence\r\n"), N(END) } },
+		S(WANT_C, "503 5.5.1 bad sequence\r\n"), N(END) }, 0 },
 	{ "implicit: pipelined replies stay in order, local ones included",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
@@ -293,7 +295,7 @@ static const struct script scripts[] = {
 		S(WANT_C, "250 2.1.0 ok\r\n502 5.5.1 Command not implemented\r\n"),
 		S(B, "250 2.1.5 ok\r\n550 5.1.1 no\r\n"),
 		S(WANT_C, "250 2.1.5 ok\r\n502 5.5.1 Command not implemented\r\n"
-		    "550 5.1.1 no\r\n"), N(END) } },
+		    "550 5.1.1 no\r\n"), N(END) }, 0 },
 	{ "implicit: EHLO before TLS-reset and STARTTLS refused",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "STARTTLS\r\n"),
@@ -302,7 +304,7 @@ static const struct script scripts[] = {
 		S(WANT_C, "503 5.5.1 Send EHLO/HELO first\r\n"
 		    "503 5.5.1 Send EHLO/HELO first\r\n"
 		    "503 5.5.1 Send EHLO/HELO first\r\n"),
-		S(WANT_B, ""), N(END) } },
+		S(WANT_B, ""), N(END) }, 0 },
 	{ "data: a body is relayed and acknowledged only by the backend",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		IN_DATA,
@@ -312,14 +314,14 @@ static const struct script scripts[] = {
 		S(WANT_C, ""), COUNT(MSGS, 0),
 		S(B, "250 2.0.0 queued\r\n"), S(WANT_C, "250 2.0.0 queued\r\n"),
 		COUNT(MSGS, 1), S(B, "221 bye\r\n"), S(WANT_C, "221 bye\r\n"),
-		S(FLAGS, "c"), N(END) } },
+		S(FLAGS, "c"), N(END) }, 0 },
 	{ "data: bytes after DATA wait for its reply",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
 		S(C, "DATA\r\nMAIL FROM:<x@y>\r\n"),
 		S(WANT_B, "EHLO c\r\nDATA\r\n"),
 		S(B, "503 5.5.1 no MAIL\r\n"),
-		S(WANT_B, "MAIL FROM:<x@y>\r\n"), N(END) } },
+		S(WANT_B, "MAIL FROM:<x@y>\r\n"), N(END) }, 0 },
 	{ "data: bare LF and CR are normalized, leading dots doubled",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		IN_DATA,
@@ -329,18 +331,18 @@ static const struct script scripts[] = {
 		    "d\r\n..\r\ne\r\n\0.\r\n.x\r\n..\r\n"),
 		S(C, ".\r\n"), S(WANT_B, ".\r\n"),
 		S(LOG, "bare CR or LF in message body, normalized"),
-		S(B, "250 ok\r\n"), COUNT(MSGS, 1), N(END) } },
+		S(B, "250 ok\r\n"), COUNT(MSGS, 1), N(END) }, 0 },
 	{ "data: reject mode refuses a body with a bare LF",
 	  SMTP_MODE_IMPLICIT, 1, 0, {
 		IN_DATA, S(C, "good\r\nbad\nline\r\n.\r\n"),
 		S(WANT_B, "good\r\nbad"),
 		S(WANT_C, "554 5.6.0 Message contains bare CR or LF; rejected\r\n"
 		    "421 4.3.0 gw.test closing connection\r\n"),
-		S(FLAGS, "c"), COUNT(MSGS, 0), N(END) } },
+		S(FLAGS, "c"), COUNT(MSGS, 0), N(END) }, 0 },
 	{ "data: a client that closes mid-body abandons the message",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		IN_DATA, S(C, "partial\r\n"), N(C_EOF), S(FLAGS, "c"),
-		S(WANT_B, "partial\r\n"), S(WANT_C, ""), N(END) } },
+		S(WANT_B, "partial\r\n"), S(WANT_C, ""), N(END) }, 0 },
 	{ "bdat: chunks are carried byte for byte, never parsed",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
@@ -353,7 +355,7 @@ static const struct script scripts[] = {
 		COUNT(MSGS, 1), S(C, "BDAT 1x\r\n"),
 		S(WANT_C, "220 b.test\r\n" EXTS "250 ok\r\n250 ok\r\n250 23 octets\r\n"
 		    "250 queued\r\n501 5.5.4 Syntax error in parameters or "
-		    "arguments\r\n"), N(END) } },
+		    "arguments\r\n"), N(END) }, 0 },
 	{ "bdat: without CHUNKING at the backend the chunk is dropped",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"),
@@ -364,7 +366,7 @@ static const struct script scripts[] = {
 		    "502 5.5.1 Command not implemented\r\n"),
 		S(B, "250 ok\r\n"), S(WANT_C, "250 ok\r\n"
 		    "500 5.5.2 Syntax error, command unrecognized\r\n"),
-		N(END) } },
+		N(END) }, 0 },
 	{ "lines: over-long, bare CR, NUL and bare LF",
 	  SMTP_MODE_IMPLICIT, 0, 512, {
 		N(TLS), S(B, "220 b.test\r\n"), S(WANT_C, "220 b.test\r\n"),
@@ -385,7 +387,7 @@ static const struct script scripts[] = {
 		    "500 5.5.2 Syntax error, command unrecognized\r\n"),
 		S(B, "250 ok\r\n"),
 		S(WANT_C, "250 ok\r\n502 5.5.1 Command not implemented\r\n"),
-		N(END) } },
+		N(END) }, 0 },
 	{ "lines: an over-long line arriving in parts gets one 500",
 	  SMTP_MODE_IMPLICIT, 0, 512, {
 		N(TLS), S(B, "220 b.test\r\n"), S(WANT_C, "220 b.test\r\n"),
@@ -394,7 +396,7 @@ static const struct script scripts[] = {
 		S(B, "250 ok\r\n"), S(WANT_C, "250 ok\r\n"),
 		S(C, "NOOP " X600 "\r\nNOOP\r\n"),
 		S(WANT_C, "500 5.5.2 Line too long\r\n"),
-		S(WANT_B, "NOOP\r\n"), N(END) } },
+		S(WANT_B, "NOOP\r\n"), N(END) }, 0 },
 	{ "auth: answers to 334 pass while AUTH's slot is open",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
@@ -404,7 +406,7 @@ static const struct script scripts[] = {
 		S(WANT_B, "EHLO c\r\nAUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\n"),
 		S(B, "235 2.7.0 ok\r\n"), S(WANT_B, "NOOP\r\n"),
 		S(WANT_C, "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"
-		    "235 2.7.0 ok\r\n"), N(END) } },
+		    "235 2.7.0 ok\r\n"), N(END) }, 0 },
 	{ "ehlo: an RFC 821 backend gets HELO, the client a short EHLO reply",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 old.test\r\n"), S(C, "EHLO c.test\r\n"),
@@ -412,7 +414,7 @@ static const struct script scripts[] = {
 		S(B, "250 old.test\r\n"),
 		S(WANT_C, "220 old.test\r\n250 gw.test\r\n"),
 		S(C, "EHLO again\r\n"), S(WANT_B, "HELO again\r\n"),
-		S(B, "250 old.test\r\n"), S(WANT_C, "250 gw.test\r\n"), N(END) } },
+		S(B, "250 old.test\r\n"), S(WANT_C, "250 gw.test\r\n"), N(END) }, 0 },
 	{ "opportunistic: relayed plaintext, STARTTLS added, AUTH hidden",
 	  SMTP_MODE_OPPORTUNISTIC, 0, 0, {
 		S(FLAGS, "b"), S(B, "220 b.test\r\n"), S(WANT_C, "220 b.test\r\n"),
@@ -430,7 +432,7 @@ static const struct script scripts[] = {
 		S(WANT_C, "503 5.5.1 Send EHLO/HELO first\r\n"),
 		S(C, "EHLO c\r\n"), S(B, "250-b.test\r\n250 AUTH PLAIN\r\n"),
 		S(WANT_C, "250-b.test\r\n250 AUTH PLAIN\r\n"),
-		S(WANT_B, "EHLO c\r\nNOOP\r\nEHLO c\r\n"), N(END) } },
+		S(WANT_B, "EHLO c\r\nNOOP\r\nEHLO c\r\n"), N(END) }, 0 },
 	{ "auth: a 334 makes the next line data, whatever it says",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
@@ -438,42 +440,64 @@ static const struct script scripts[] = {
 		S(B, "535 5.7.8 no\r\n"),
 		S(WANT_B, "EHLO c\r\nAUTH LOGIN\r\nQUIT\r\n"),
 		S(WANT_C, "220 b.test\r\n" EXTS "334 VXNlcm5hbWU6\r\n"
-		    "535 5.7.8 no\r\n"), S(FLAGS, "b"), N(END) } },
+		    "535 5.7.8 no\r\n"), S(FLAGS, "b"), N(END) }, 0 },
 	{ "backend: closing, garbage and unsolicited replies end with 421",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "NOOP\r\n"),
 		S(B, "hello there\r\n"),
 		S(WANT_C, "220 b.test\r\n421 4.5.0 gw.test Service not available, "
-		    "backend protocol error\r\n"), S(FLAGS, "bc"), N(END) } },
+		    "backend protocol error\r\n"), S(FLAGS, "bc"), N(END) }, 0 },
 	{ "backend: an unsolicited reply is a protocol error",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n250 surprise\r\n"),
 		S(WANT_C, "220 b.test\r\n421 4.5.0 gw.test Service not available, "
-		    "backend protocol error\r\n"), S(FLAGS, "bc"), N(END) } },
+		    "backend protocol error\r\n"), S(FLAGS, "bc"), N(END) }, 0 },
 	{ "backend: an unsolicited 421 is relayed",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n421 4.4.2 idle\r\n"),
 		S(WANT_C, "220 b.test\r\n421 4.4.2 idle\r\n"), S(FLAGS, "bc"),
-		N(END) } },
+		N(END) }, 0 },
 	{ "backend: a close mid-session gives the client 421",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "NOOP\r\n"), N(B_EOF),
 		S(WANT_C, "220 b.test\r\n421 4.4.2 gw.test Service not available, "
 		    "backend closed the connection\r\n"), S(FLAGS, "bc"),
-		N(END) } },
+		N(END) }, 0 },
 	{ "client: a half-close after QUIT still gets the 221",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "QUIT\r\n"), N(C_EOF),
 		S(FLAGS, "b"), S(B, "221 bye\r\n"),
-		S(WANT_C, "220 b.test\r\n221 bye\r\n"), S(FLAGS, "c"), N(END) } },
+		S(WANT_C, "220 b.test\r\n221 bye\r\n"), S(FLAGS, "c"), N(END) }, 0 },
 	{ "timeout: 421 4.4.2 and close",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
 		N(TLS), S(B, "220 b.test\r\n"), N(ABORT_TO),
 		S(WANT_C, "220 b.test\r\n421 4.4.2 gw.test Error: timeout "
-		    "exceeded\r\n"), S(FLAGS, "bc"), N(END) } },
+		    "exceeded\r\n"), S(FLAGS, "bc"), N(END) }, 0 },
+	{ "errors: max_errors 5xx replies in a row end the session",
+	  SMTP_MODE_STARTTLS, 0, 0, {
+		S(WANT_C, GREETING), S(C, "MAIL\r\nFOO\r\nNOOP\r\nMAIL\r\n"
+		    "RCPT\r\n"),
+		S(WANT_C, "530 5.7.0 Must issue a STARTTLS command first\r\n"
+		    "530 5.7.0 Must issue a STARTTLS command first\r\n"
+		    "250 2.0.0 OK\r\n"
+		    "530 5.7.0 Must issue a STARTTLS command first\r\n"
+		    "530 5.7.0 Must issue a STARTTLS command first\r\n"),
+		S(FLAGS, ""), S(C, "DATA\r\nQUIT\r\n"),
+		S(WANT_C, "530 5.7.0 Must issue a STARTTLS command first\r\n"
+		    "421 4.7.0 gw.test Too many errors, closing connection\r\n"),
+		S(FLAGS, "c"), N(END) }, 3 },
+	{ "errors: relayed 5xx replies count too",
+	  SMTP_MODE_IMPLICIT, 0, 0, {
+		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"),
+		S(B, "250 b.test\r\n"), S(C, "RCPT\r\nRCPT\r\n"),
+		S(B, "503 5.5.1 no\r\n503 5.5.1 no\r\n"),
+		S(WANT_C, "220 b.test\r\n250 b.test\r\n503 5.5.1 no\r\n"
+		    "503 5.5.1 no\r\n"
+		    "421 4.7.0 gw.test Too many errors, closing connection\r\n"),
+		S(FLAGS, "bc"), N(END) }, 2 },
 	{ "implicit: no plaintext 421 before the handshake",
 	  SMTP_MODE_IMPLICIT, 0, 0, {
-		N(ABORT_TO), S(WANT_C, ""), S(FLAGS, "c"), N(END) } },
+		N(ABORT_TO), S(WANT_C, ""), S(FLAGS, "c"), N(END) }, 0 },
 };
 
 #define NSCRIPTS	(sizeof(scripts) / sizeof(scripts[0]))
@@ -503,7 +527,8 @@ START_TEST(test_script)
 	struct harness h;
 	struct smtp_io io;
 
-	h_init(&h, sc->mode, sc->bare_reject, sc->max_line, _i % 2);
+	h_init(&h, sc->mode, sc->bare_reject, sc->max_line, sc->max_errors,
+	    _i % 2);
 	for (st = sc->steps; st->op != END; st++) {
 		switch (st->op) {
 		case C:
@@ -611,7 +636,7 @@ START_TEST(test_body_property)
 	int round;
 
 	for (round = 0; round < 500; round++) {
-		h_init(&h, SMTP_MODE_IMPLICIT, 0, 0, round % 2);
+		h_init(&h, SMTP_MODE_IMPLICIT, 0, 0, 0, round % 2);
 		{
 			struct smtp_io io;
 
