@@ -4,6 +4,9 @@
  * replies leave in slot order. Client bytes are read as commands, as a DATA
  * body or as a BDAT chunk, never two of these at once.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +33,7 @@ const char *const smtp_abort_names[ABORT_MAX] = {
 	[ABORT_BACKEND_TIMEOUT] = "backend timeout",
 	[ABORT_BACKEND_PROTOCOL] = "backend protocol error",
 	[ABORT_BACKEND_REFUSED] = "backend refused the session",
+	[ABORT_BACKEND_XCLIENT] = "backend refused XCLIENT",
 	[ABORT_SHUTDOWN] = "shutdown",
 };
 
@@ -44,6 +48,7 @@ static const char *const abort_replies[ABORT_MAX] = {
 	[ABORT_BACKEND_PROTOCOL] = "421 4.5.0 %s Service not available, "
 	    "backend protocol error\r\n",
 	[ABORT_BACKEND_REFUSED] = "421 4.3.0 %s Service not available\r\n",
+	[ABORT_BACKEND_XCLIENT] = "421 4.3.0 %s Service not available\r\n",
 	[ABORT_SHUTDOWN] = "421 4.3.2 %s Service shutting down\r\n",
 };
 
@@ -54,6 +59,8 @@ static const char *const abort_replies[ABORT_MAX] = {
 enum slot {
 	SLOT_BANNER,		/* backend greeting, relayed */
 	SLOT_BANNER_HIDDEN,	/* backend greeting, the gateway greeted already */
+	SLOT_XC_EHLO,		/* the gateway's own EHLO, before XCLIENT */
+	SLOT_XC_REPLY,		/* XCLIENT's 220: the greeting anew */
 	SLOT_EHLO,		/* reply rewritten */
 	SLOT_HELO_FALLBACK,	/* HELO sent for a rejected EHLO */
 	SLOT_HELO,
@@ -110,7 +117,7 @@ static const char *const local_replies[] = {
 	    "or LF; rejected\r\n421 4.3.0 %s closing connection\r\n",
 };
 
-static void
+static void __attribute__((format(printf, 3, 4)))
 logf_(struct smtp *t, enum smtp_log_level lvl, const char *fmt, ...)
 {
 	char msg[256];
@@ -168,16 +175,29 @@ put(struct buf *b, const char *p, size_t n)
 	return (buf_append(b, p, n));
 }
 
+/* Append a reply template with each "%s" replaced by host (the templates
+ * are data, not printf formats). Returns 0, or -1 when it does not fit. */
 static int
-putf(struct buf *b, const char *fmt, const char *host)
+putf(struct buf *b, const char *tmpl, const char *host)
 {
 	char tmp[640];
-	int n;
+	size_t n = 0, hl = strlen(host), l;
+	const char *p;
 
-	n = snprintf(tmp, sizeof(tmp), fmt, host);
-	if (n < 0 || (size_t)n >= sizeof(tmp))
+	while ((p = strstr(tmpl, "%s")) != NULL) {
+		l = (size_t)(p - tmpl);
+		if (n + l + hl > sizeof(tmp))
+			return (-1);
+		memcpy(tmp + n, tmpl, l);
+		memcpy(tmp + n + l, host, hl);
+		n += l + hl;
+		tmpl = p + 2;
+	}
+	l = strlen(tmpl);
+	if (n + l > sizeof(tmp))
 		return (-1);
-	return (put(b, tmp, (size_t)n));
+	memcpy(tmp + n, tmpl, l);
+	return (put(b, tmp, n + l));
 }
 
 static void
@@ -820,6 +840,70 @@ ehlo_rewrite(struct smtp *t, struct buf *out, const char *p, size_t n)
 	}
 }
 
+/*
+ * The parameters of an EHLO keyword, e.g. XCLIENT's attribute names, copied
+ * to out with spaces around them (" NAME ADDR "). Returns 1 when the reply
+ * offers the keyword.
+ */
+static int
+ehlo_params(const char *p, size_t n, const char *kw, char *out, size_t outlen)
+{
+	size_t off = 0, len, used, kwlen = strlen(kw);
+
+	while (off < n && smtp_line(p + off, n - off, n - off, &len, &used) == 1) {
+		const char *line = p + off;
+
+		off += used;
+		if (len < 4 + kwlen || strncasecmp(line + 4, kw, kwlen) != 0 ||
+		    (len > 4 + kwlen && line[4 + kwlen] != ' '))
+			continue;
+		snprintf(out, outlen, "%.*s ", (int)(len - 4 - kwlen),
+		    line + 4 + kwlen);
+		return (1);
+	}
+	return (0);
+}
+
+/* After the backend's 220: introduce the client with XCLIENT (Postfix's
+ * XCLIENT_README) before any of its commands pass. */
+static void
+xclient_begin(struct smtp *t, struct smtp_io *io, enum slot banner)
+{
+	t->xc_relay = banner == SLOT_BANNER;
+	putf(io->to_backend, "EHLO %s\r\n", t->conf->hostname);
+	fifo_replace_head(t, SLOT_XC_EHLO);
+}
+
+static void
+xclient_send(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
+    int code)
+{
+	char attrs[256];
+
+	if (code != 250 || !ehlo_params(p, n, "XCLIENT", attrs, sizeof(attrs)) ||
+	    strstr(attrs, " ADDR ") == NULL) {
+		logf_(t, SMTP_LOG_WARN, "backend does not offer XCLIENT ADDR "
+		    "(EHLO got %d); refusing to relay with the gateway's "
+		    "address", code);
+		fifo_pop(t);
+		smtp_abort(t, io, ABORT_BACKEND_XCLIENT);
+		return;
+	}
+	/* PROTO=ESMTP: the client's HELO or EHLO is not known yet; it reaches
+	 * the backend itself after the new 220. */
+	put(io->to_backend, "XCLIENT ", 8);
+	put(io->to_backend, t->xc_client, strlen(t->xc_client));
+	if (strstr(attrs, " PROTO ") != NULL)
+		put(io->to_backend, " PROTO=ESMTP", 12);
+	if (t->xc_local[0] != '\0' && strstr(attrs, " DESTADDR ") != NULL &&
+	    strstr(attrs, " DESTPORT ") != NULL) {
+		put(io->to_backend, " ", 1);
+		put(io->to_backend, t->xc_local, strlen(t->xc_local));
+	}
+	put(io->to_backend, "\r\n", 2);
+	fifo_replace_head(t, SLOT_XC_REPLY);
+}
+
 /* Handle one complete backend reply for the slot at the head. */
 static void
 backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
@@ -830,10 +914,33 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 
 	switch (s) {
 	case SLOT_BANNER:
+		if (t->conf->xclient && code == 220) {
+			xclient_begin(t, io, s);
+			return;
+		}
 		t->greeted = 1;
 		relay_reply(t, io, p, n);
 		break;
+	case SLOT_XC_EHLO:
+		xclient_send(t, io, p, n, code);
+		return;
+	case SLOT_XC_REPLY:
+		if (code != 220) {
+			logf_(t, SMTP_LOG_WARN, "backend refused XCLIENT with %d",
+			    code);
+			fifo_pop(t);
+			smtp_abort(t, io, ABORT_BACKEND_XCLIENT);
+			return;
+		}
+		t->greeted = 1;
+		if (t->xc_relay)
+			relay_reply(t, io, p, n);
+		break;
 	case SLOT_BANNER_HIDDEN:
+		if (t->conf->xclient && code == 220) {
+			xclient_begin(t, io, s);
+			return;
+		}
 		t->greeted = 1;
 		if (code != 220) {
 			logf_(t, SMTP_LOG_WARN, "backend greeted with %d", code);
@@ -918,6 +1025,15 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 		close_after_flush(t, "backend sent 421");
 }
 
+/* Whether the reply for slot s may make the gateway send the backend a
+ * command of its own. */
+static int
+slot_sends(enum slot s)
+{
+	return (s == SLOT_BANNER || s == SLOT_BANNER_HIDDEN || s == SLOT_EHLO ||
+	    s == SLOT_XC_EHLO);
+}
+
 /* Take complete replies from backend_in. Returns 1 if any was. */
 static int
 backend_input(struct smtp *t, struct smtp_io *io)
@@ -953,11 +1069,11 @@ backend_input(struct smtp *t, struct smtp_io *io)
 			}
 			break;	/* a local reply is waiting for room */
 		}
-		/* The rewritten EHLO reply adds at most one short line, and a
-		 * rejected EHLO sends a HELO to the backend. */
+		/* The rewritten EHLO reply adds at most one short line; a
+		 * rejected EHLO sends a HELO to the backend, a greeting may
+		 * start XCLIENT. */
 		if (buf_room(io->to_client) < len + 64 ||
-		    (fifo_head(t) == SLOT_EHLO &&
-		    buf_room(io->to_backend) < sizeof(t->ehlo_arg) + 8))
+		    (slot_sends(fifo_head(t)) && buf_room(io->to_backend) < 512))
 			break;
 		backend_reply(t, io, buf_head(io->backend_in), len, code);
 		buf_consume(io->backend_in, len);
@@ -967,6 +1083,48 @@ backend_input(struct smtp *t, struct smtp_io *io)
 }
 
 /* Public interface */
+
+/* An address as XCLIENT wants it: xtext of "1.2.3.4" or "IPV6:...". */
+static int
+xclient_addr(const struct sockaddr *sa, const char *addr_kw,
+    const char *port_kw, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN];
+	unsigned port;
+	int n;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		n = snprintf(out, len, "%s=%s %s=%u", addr_kw, host, port_kw, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		n = snprintf(out, len, "%s=IPV6:%s %s=%u", addr_kw, host, port_kw,
+		    port);
+	} else {
+		return (-1);
+	}
+	/* Addresses and ports hold no "+", "=" or byte outside 33..126, so
+	 * their xtext is themselves. */
+	return (n > 0 && (size_t)n < len ? 0 : -1);
+}
+
+void
+smtp_set_identity(struct smtp *t, const struct sockaddr *client,
+    const struct sockaddr *local)
+{
+	if (xclient_addr(client, "ADDR", "PORT", t->xc_client,
+	    sizeof(t->xc_client)) == -1)
+		strcpy(t->xc_client, "ADDR=[UNAVAILABLE]");
+	if (local == NULL || xclient_addr(local, "DESTADDR", "DESTPORT",
+	    t->xc_local, sizeof(t->xc_local)) == -1)
+		t->xc_local[0] = '\0';
+}
 
 void
 smtp_init(struct smtp *t, const struct smtp_conf *c, smtp_log_fn log,

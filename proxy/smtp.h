@@ -9,6 +9,8 @@
 #ifndef SMTPGATE_SMTP_H
 #define SMTPGATE_SMTP_H
 
+#include <sys/socket.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +47,7 @@ enum smtp_abort {
 	ABORT_BACKEND_TIMEOUT,	/* the backend did not answer in time */
 	ABORT_BACKEND_PROTOCOL,	/* the backend sent something that is not SMTP */
 	ABORT_BACKEND_REFUSED,	/* the backend greeted with other than 220 */
+	ABORT_BACKEND_XCLIENT,	/* the backend lacks or refused XCLIENT */
 	ABORT_SHUTDOWN,		/* the gateway is stopping */
 	ABORT_MAX
 };
@@ -59,6 +62,7 @@ struct smtp_conf {
 	size_t		 max_line;	/* command line limit, CRLF included */
 	int		 bare_reject;	/* refuse bodies with bare CR/LF */
 	unsigned	 max_errors;	/* 5xx replies in a row; 0: no limit */
+	int		 xclient;	/* tell the backend who the client is */
 	enum smtp_mode	 mode;
 };
 
@@ -91,6 +95,7 @@ struct smtp {
 	unsigned		 chunking:1;	/* the backend offers CHUNKING */
 	unsigned		 skip_line:1;	/* dropping an over-long line */
 	unsigned		 bdat_last:1;
+	unsigned		 xc_relay:1;	/* XCLIENT's 220 goes to the client */
 
 	/* Flags for the session, which clears them once acted upon. */
 	unsigned		 want_backend:1;	/* connect it now */
@@ -108,6 +113,8 @@ struct smtp {
 	unsigned		 errors;	/* 5xx replies in a row */
 	char			 ehlo_arg[256];
 	char			 exts[SMTP_EXTS];	/* " KW KW " the backend offers */
+	char			 xc_client[96];	/* "ADDR=... PORT=...", xtext */
+	char			 xc_local[96];	/* "DESTADDR=... DESTPORT=..." */
 };
 
 /* Set up a tracker for one session; nothing is allocated. */
@@ -119,6 +126,10 @@ void	smtp_start(struct smtp *t, struct smtp_io *io);
 /* The client's TLS handshake completed: forget everything learnt before it
  * (RFC 3207 section 4.2) and go on inside TLS. */
 void	smtp_tls_done(struct smtp *t, struct smtp_io *io);
+/* The client's address and the address it connected to, for XCLIENT. Call
+ * before the backend's greeting arrives. */
+void	smtp_set_identity(struct smtp *t, const struct sockaddr *client,
+	    const struct sockaddr *local);
 /* Process everything the buffers allow. Returns 1 when it consumed or
  * produced anything, 0 otherwise. */
 int	smtp_run(struct smtp *t, struct smtp_io *io);

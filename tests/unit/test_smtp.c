@@ -3,6 +3,9 @@
  * exactly what each side must then have received. Every script runs twice:
  * with each send whole, and one byte at a time.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +84,12 @@ h_run(struct harness *h)
 
 static void
 h_init(struct harness *h, enum smtp_mode mode, int bare_reject, size_t max_line,
-    unsigned max_errors, int bytewise)
+    unsigned max_errors, int xclient, int bytewise)
 {
+	struct sockaddr_in client = { .sin_family = AF_INET,
+	    .sin_port = htons(4567) };
+	struct sockaddr_in local = { .sin_family = AF_INET,
+	    .sin_port = htons(465) };
 	struct smtp_io io;
 
 	memset(h, 0, sizeof(*h));
@@ -90,6 +97,7 @@ h_init(struct harness *h, enum smtp_mode mode, int bare_reject, size_t max_line,
 	h->conf.max_line = max_line ? max_line : 4096;
 	h->conf.bare_reject = bare_reject;
 	h->conf.max_errors = max_errors;
+	h->conf.xclient = xclient;
 	h->conf.mode = mode;
 	h->bytewise = bytewise;
 	buf_init(&h->cin, CAP);
@@ -101,6 +109,10 @@ h_init(struct harness *h, enum smtp_mode mode, int bare_reject, size_t max_line,
 	ck_assert_ptr_nonnull(h->client_seen);
 	ck_assert_ptr_nonnull(h->backend_seen);
 	smtp_init(&h->t, &h->conf, h_log, h);
+	inet_pton(AF_INET, "192.0.2.1", &client.sin_addr);
+	inet_pton(AF_INET, "198.51.100.2", &local.sin_addr);
+	smtp_set_identity(&h->t, (struct sockaddr *)&client,
+	    (struct sockaddr *)&local);
 	h_io(h, &io);
 	smtp_start(&h->t, &io);
 	h_run(h);
@@ -178,6 +190,7 @@ struct script {
 	size_t		 max_line;
 	struct step	 steps[40];
 	unsigned	 max_errors;	/* 0: off */
+	int		 xclient;	/* client 192.0.2.1:4567 to 198.51.100.2:465 */
 };
 
 #define EHLO_LOCAL "250-gw.test\r\n250-PIPELINING\r\n" \
@@ -208,8 +221,8 @@ struct script {
 	S(WANT_B, "EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
 
 static const struct script scripts[] = {
-	{ "starttls: the gateway talks alone before TLS", SMTP_MODE_STARTTLS,
-	  0, 0, {
+	{ .name = "starttls: the gateway talks alone before TLS",
+	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
 		S(WANT_C, GREETING), S(FLAGS, ""),
 		S(C, "EHLO client.test\r\n"), S(WANT_C, EHLO_LOCAL),
 		S(C, "HELO client.test\r\nNOOP\r\nRSET\r\n"),
@@ -227,9 +240,9 @@ static const struct script scripts[] = {
 		    "(no parameters allowed)\r\n"),
 		S(C, "QUIT\r\n"), S(WANT_C, "221 2.0.0 gw.test closing "
 		    "connection\r\n"),
-		S(FLAGS, "c"), S(WANT_B, ""), N(END) }, 0 },
-	{ "starttls: injected plaintext after STARTTLS is never executed",
-	  SMTP_MODE_STARTTLS, 0, 0, {
+		S(FLAGS, "c"), S(WANT_B, ""), N(END) } },
+	{ .name = "starttls: injected plaintext after STARTTLS is never executed",
+	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
 		S(WANT_C, GREETING),
 		S(C, "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<inj@x>\r\nRSET\r\n"),
 		S(WANT_C, EHLO_LOCAL "220 2.0.0 Ready to start TLS\r\n"),
@@ -238,9 +251,9 @@ static const struct script scripts[] = {
 		S(C, "MAIL FROM:<a@x>\r\n"),
 		S(WANT_C, "503 5.5.1 Send EHLO/HELO first\r\n"),
 		S(C, "EHLO c\r\n"), S(B, EXTS), S(WANT_C, EXTS),
-		S(WANT_B, "EHLO c\r\n"), N(END) }, 0 },
-	{ "starttls: inside TLS the backend's EHLO is relayed, rewritten",
-	  SMTP_MODE_STARTTLS, 0, 0, {
+		S(WANT_B, "EHLO c\r\n"), N(END) } },
+	{ .name = "starttls: inside TLS the backend's EHLO is relayed, rewritten",
+	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), N(TLS),
 		S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"),
@@ -254,36 +267,36 @@ static const struct script scripts[] = {
 		S(C, "XCLIENT ADDR=1.2.3.4\r\nXFORWARD NAME=x\r\n"),
 		S(WANT_C, "502 5.5.1 Command not implemented\r\n"
 		    "502 5.5.1 Command not implemented\r\n"),
-		S(WANT_B, "EHLO c\r\nEHLO c\r\n"), N(END) }, 0 },
-	{ "starttls: client commands wait for the backend's banner",
-	  SMTP_MODE_STARTTLS, 0, 0, {
+		S(WANT_B, "EHLO c\r\nEHLO c\r\n"), N(END) } },
+	{ .name = "starttls: client commands wait for the backend's banner",
+	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), N(TLS),
 		S(C, "EHLO c\r\n"), S(WANT_B, ""),
-		S(B, "220 b.test\r\n"), S(WANT_B, "EHLO c\r\n"), N(END) }, 0 },
-	{ "starttls: a backend greeting other than 220 ends with 421",
-	  SMTP_MODE_STARTTLS, 0, 0, {
+		S(B, "220 b.test\r\n"), S(WANT_B, "EHLO c\r\n"), N(END) } },
+	{ .name = "starttls: a backend greeting other than 220 ends with 421",
+	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), S(FLAGS, "bt"),
 		S(B, "554 go away\r\n"), S(WANT_C, ""), N(TLS),
 		S(WANT_C, "421 4.3.0 gw.test Service not available\r\n"),
-		S(FLAGS, "c"), N(END) }, 0 },
-	{ "starttls: a backend failure during the handshake waits for TLS",
-	  SMTP_MODE_STARTTLS, 0, 0, {
+		S(FLAGS, "c"), N(END) } },
+	{ .name = "starttls: a backend failure during the handshake waits for TLS",
+	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), N(ABORT_DOWN),
 		S(WANT_C, ""), N(TLS),
 		S(WANT_C, "421 4.4.1 gw.test Service not available, backend "
-		    "unreachable\r\n"), S(FLAGS, "btc"), N(END) }, 0 },
-	{ "implicit: banner relayed after the handshake, even 554",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		    "unreachable\r\n"), S(FLAGS, "btc"), N(END) } },
+	{ .name = "implicit: banner relayed after the handshake, even 554",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		S(FLAGS, ""), N(TLS), S(FLAGS, "b"), S(C, "EHLO early\r\n"),
 		S(WANT_B, ""), S(B, "554 5.3.2 no thanks\r\n"),
 		S(WANT_C, "554 5.3.2 no thanks\r\n"), S(WANT_B, "EHLO early\r\n"),
 		S(B, "503 5.5.1 bad sequence\r\n"),
-		S(WANT_C, "503 5.5.1 bad sequence\r\n"), N(END) }, 0 },
-	{ "implicit: pipelined replies stay in order, local ones included",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(WANT_C, "503 5.5.1 bad sequence\r\n"), N(END) } },
+	{ .name = "implicit: pipelined replies stay in order, local ones included",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
 		S(WANT_C, "220 b.test\r\n" EXTS),
 		S(C, "MAIL FROM:<a@x>\r\nXCLIENT ADDR=1.2.3.4\r\nRCPT TO:<b@y>\r\n"
@@ -295,18 +308,18 @@ static const struct script scripts[] = {
 		S(WANT_C, "250 2.1.0 ok\r\n502 5.5.1 Command not implemented\r\n"),
 		S(B, "250 2.1.5 ok\r\n550 5.1.1 no\r\n"),
 		S(WANT_C, "250 2.1.5 ok\r\n502 5.5.1 Command not implemented\r\n"
-		    "550 5.1.1 no\r\n"), N(END) }, 0 },
-	{ "implicit: EHLO before TLS-reset and STARTTLS refused",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		    "550 5.1.1 no\r\n"), N(END) } },
+	{ .name = "implicit: EHLO before TLS-reset and STARTTLS refused",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 b.test\r\n503 5.5.1 TLS already active\r\n"),
 		S(C, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
 		S(WANT_C, "503 5.5.1 Send EHLO/HELO first\r\n"
 		    "503 5.5.1 Send EHLO/HELO first\r\n"
 		    "503 5.5.1 Send EHLO/HELO first\r\n"),
-		S(WANT_B, ""), N(END) }, 0 },
-	{ "data: a body is relayed and acknowledged only by the backend",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(WANT_B, ""), N(END) } },
+	{ .name = "data: a body is relayed and acknowledged only by the backend",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		IN_DATA,
 		S(C, "Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\nQUIT\r\n"),
 		S(WANT_B, "Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n"
@@ -314,16 +327,16 @@ static const struct script scripts[] = {
 		S(WANT_C, ""), COUNT(MSGS, 0),
 		S(B, "250 2.0.0 queued\r\n"), S(WANT_C, "250 2.0.0 queued\r\n"),
 		COUNT(MSGS, 1), S(B, "221 bye\r\n"), S(WANT_C, "221 bye\r\n"),
-		S(FLAGS, "c"), N(END) }, 0 },
-	{ "data: bytes after DATA wait for its reply",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(FLAGS, "c"), N(END) } },
+	{ .name = "data: bytes after DATA wait for its reply",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
 		S(C, "DATA\r\nMAIL FROM:<x@y>\r\n"),
 		S(WANT_B, "EHLO c\r\nDATA\r\n"),
 		S(B, "503 5.5.1 no MAIL\r\n"),
-		S(WANT_B, "MAIL FROM:<x@y>\r\n"), N(END) }, 0 },
-	{ "data: bare LF and CR are normalized, leading dots doubled",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(WANT_B, "MAIL FROM:<x@y>\r\n"), N(END) } },
+	{ .name = "data: bare LF and CR are normalized, leading dots doubled",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		IN_DATA,
 		S(C, "a\n.\nMAIL FROM:<s@x>\r\nb\r\n.\nc\r.\rd\r\n.\r"
 		    "e\r\n\0.\r\n.x\n.\r\n"),
@@ -331,20 +344,20 @@ static const struct script scripts[] = {
 		    "d\r\n..\r\ne\r\n\0.\r\n.x\r\n..\r\n"),
 		S(C, ".\r\n"), S(WANT_B, ".\r\n"),
 		S(LOG, "bare CR or LF in message body, normalized"),
-		S(B, "250 ok\r\n"), COUNT(MSGS, 1), N(END) }, 0 },
-	{ "data: reject mode refuses a body with a bare LF",
-	  SMTP_MODE_IMPLICIT, 1, 0, {
+		S(B, "250 ok\r\n"), COUNT(MSGS, 1), N(END) } },
+	{ .name = "data: reject mode refuses a body with a bare LF",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 1, .max_line = 0, .steps = {
 		IN_DATA, S(C, "good\r\nbad\nline\r\n.\r\n"),
 		S(WANT_B, "good\r\nbad"),
 		S(WANT_C, "554 5.6.0 Message contains bare CR or LF; rejected\r\n"
 		    "421 4.3.0 gw.test closing connection\r\n"),
-		S(FLAGS, "c"), COUNT(MSGS, 0), N(END) }, 0 },
-	{ "data: a client that closes mid-body abandons the message",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(FLAGS, "c"), COUNT(MSGS, 0), N(END) } },
+	{ .name = "data: a client that closes mid-body abandons the message",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		IN_DATA, S(C, "partial\r\n"), N(C_EOF), S(FLAGS, "c"),
-		S(WANT_B, "partial\r\n"), S(WANT_C, ""), N(END) }, 0 },
-	{ "bdat: chunks are carried byte for byte, never parsed",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(WANT_B, "partial\r\n"), S(WANT_C, ""), N(END) } },
+	{ .name = "bdat: chunks are carried byte for byte, never parsed",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
 		S(C, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n"
 		    "BDAT 23\r\nx\r\n.\r\nMAIL FROM:<s@x>\r\n"
@@ -355,9 +368,9 @@ static const struct script scripts[] = {
 		COUNT(MSGS, 1), S(C, "BDAT 1x\r\n"),
 		S(WANT_C, "220 b.test\r\n" EXTS "250 ok\r\n250 ok\r\n250 23 octets\r\n"
 		    "250 queued\r\n501 5.5.4 Syntax error in parameters or "
-		    "arguments\r\n"), N(END) }, 0 },
-	{ "bdat: without CHUNKING at the backend the chunk is dropped",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		    "arguments\r\n"), N(END) } },
+	{ .name = "bdat: without CHUNKING at the backend the chunk is dropped",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"),
 		S(B, "250 b.test\r\n"),
 		S(C, "BDAT 15 LAST\r\nMAIL FROM:<x>\r\nNOOP\r\n\r\n"),
@@ -366,9 +379,9 @@ static const struct script scripts[] = {
 		    "502 5.5.1 Command not implemented\r\n"),
 		S(B, "250 ok\r\n"), S(WANT_C, "250 ok\r\n"
 		    "500 5.5.2 Syntax error, command unrecognized\r\n"),
-		N(END) }, 0 },
-	{ "lines: over-long, bare CR, NUL and bare LF",
-	  SMTP_MODE_IMPLICIT, 0, 512, {
+		N(END) } },
+	{ .name = "lines: over-long, bare CR, NUL and bare LF",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 512, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(WANT_C, "220 b.test\r\n"),
 		S(C, "NOOP xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
@@ -387,18 +400,18 @@ static const struct script scripts[] = {
 		    "500 5.5.2 Syntax error, command unrecognized\r\n"),
 		S(B, "250 ok\r\n"),
 		S(WANT_C, "250 ok\r\n502 5.5.1 Command not implemented\r\n"),
-		N(END) }, 0 },
-	{ "lines: an over-long line arriving in parts gets one 500",
-	  SMTP_MODE_IMPLICIT, 0, 512, {
+		N(END) } },
+	{ .name = "lines: an over-long line arriving in parts gets one 500",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 512, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(WANT_C, "220 b.test\r\n"),
 		S(C, "NOOP " X600), S(C, X600), S(C, X600 "\r\nNOOP\r\n"),
 		S(WANT_C, "500 5.5.2 Line too long\r\n"), S(WANT_B, "NOOP\r\n"),
 		S(B, "250 ok\r\n"), S(WANT_C, "250 ok\r\n"),
 		S(C, "NOOP " X600 "\r\nNOOP\r\n"),
 		S(WANT_C, "500 5.5.2 Line too long\r\n"),
-		S(WANT_B, "NOOP\r\n"), N(END) }, 0 },
-	{ "auth: answers to 334 pass while AUTH's slot is open",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(WANT_B, "NOOP\r\n"), N(END) } },
+	{ .name = "auth: answers to 334 pass while AUTH's slot is open",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
 		S(WANT_C, "220 b.test\r\n" EXTS), S(C, "AUTH LOGIN\r\n"),
 		S(B, "334 VXNlcm5hbWU6\r\n"), S(C, "dXNlcg==\r\n"),
@@ -406,17 +419,17 @@ static const struct script scripts[] = {
 		S(WANT_B, "EHLO c\r\nAUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\n"),
 		S(B, "235 2.7.0 ok\r\n"), S(WANT_B, "NOOP\r\n"),
 		S(WANT_C, "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"
-		    "235 2.7.0 ok\r\n"), N(END) }, 0 },
-	{ "ehlo: an RFC 821 backend gets HELO, the client a short EHLO reply",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		    "235 2.7.0 ok\r\n"), N(END) } },
+	{ .name = "ehlo: an RFC 821 backend gets HELO, the client a short EHLO reply",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 old.test\r\n"), S(C, "EHLO c.test\r\n"),
 		S(B, "500 what?\r\n"), S(WANT_B, "EHLO c.test\r\nHELO c.test\r\n"),
 		S(B, "250 old.test\r\n"),
 		S(WANT_C, "220 old.test\r\n250 gw.test\r\n"),
 		S(C, "EHLO again\r\n"), S(WANT_B, "HELO again\r\n"),
-		S(B, "250 old.test\r\n"), S(WANT_C, "250 gw.test\r\n"), N(END) }, 0 },
-	{ "opportunistic: relayed plaintext, STARTTLS added, AUTH hidden",
-	  SMTP_MODE_OPPORTUNISTIC, 0, 0, {
+		S(B, "250 old.test\r\n"), S(WANT_C, "250 gw.test\r\n"), N(END) } },
+	{ .name = "opportunistic: relayed plaintext, STARTTLS added, AUTH hidden",
+	  .mode = SMTP_MODE_OPPORTUNISTIC, .bare_reject = 0, .max_line = 0, .steps = {
 		S(FLAGS, "b"), S(B, "220 b.test\r\n"), S(WANT_C, "220 b.test\r\n"),
 		S(C, "EHLO c\r\n"),
 		S(B, "250-b.test\r\n250-AUTH PLAIN\r\n250-AUTH=PLAIN\r\n"
@@ -432,49 +445,49 @@ static const struct script scripts[] = {
 		S(WANT_C, "503 5.5.1 Send EHLO/HELO first\r\n"),
 		S(C, "EHLO c\r\n"), S(B, "250-b.test\r\n250 AUTH PLAIN\r\n"),
 		S(WANT_C, "250-b.test\r\n250 AUTH PLAIN\r\n"),
-		S(WANT_B, "EHLO c\r\nNOOP\r\nEHLO c\r\n"), N(END) }, 0 },
-	{ "auth: a 334 makes the next line data, whatever it says",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(WANT_B, "EHLO c\r\nNOOP\r\nEHLO c\r\n"), N(END) } },
+	{ .name = "auth: a 334 makes the next line data, whatever it says",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
 		S(C, "AUTH LOGIN\r\nQUIT\r\n"), S(B, "334 VXNlcm5hbWU6\r\n"),
 		S(B, "535 5.7.8 no\r\n"),
 		S(WANT_B, "EHLO c\r\nAUTH LOGIN\r\nQUIT\r\n"),
 		S(WANT_C, "220 b.test\r\n" EXTS "334 VXNlcm5hbWU6\r\n"
-		    "535 5.7.8 no\r\n"), S(FLAGS, "b"), N(END) }, 0 },
-	{ "backend: closing, garbage and unsolicited replies end with 421",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		    "535 5.7.8 no\r\n"), S(FLAGS, "b"), N(END) } },
+	{ .name = "backend: closing, garbage and unsolicited replies end with 421",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "NOOP\r\n"),
 		S(B, "hello there\r\n"),
 		S(WANT_C, "220 b.test\r\n421 4.5.0 gw.test Service not available, "
-		    "backend protocol error\r\n"), S(FLAGS, "bc"), N(END) }, 0 },
-	{ "backend: an unsolicited reply is a protocol error",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		    "backend protocol error\r\n"), S(FLAGS, "bc"), N(END) } },
+	{ .name = "backend: an unsolicited reply is a protocol error",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n250 surprise\r\n"),
 		S(WANT_C, "220 b.test\r\n421 4.5.0 gw.test Service not available, "
-		    "backend protocol error\r\n"), S(FLAGS, "bc"), N(END) }, 0 },
-	{ "backend: an unsolicited 421 is relayed",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		    "backend protocol error\r\n"), S(FLAGS, "bc"), N(END) } },
+	{ .name = "backend: an unsolicited 421 is relayed",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n421 4.4.2 idle\r\n"),
 		S(WANT_C, "220 b.test\r\n421 4.4.2 idle\r\n"), S(FLAGS, "bc"),
-		N(END) }, 0 },
-	{ "backend: a close mid-session gives the client 421",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		N(END) } },
+	{ .name = "backend: a close mid-session gives the client 421",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "NOOP\r\n"), N(B_EOF),
 		S(WANT_C, "220 b.test\r\n421 4.4.2 gw.test Service not available, "
 		    "backend closed the connection\r\n"), S(FLAGS, "bc"),
-		N(END) }, 0 },
-	{ "client: a half-close after QUIT still gets the 221",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		N(END) } },
+	{ .name = "client: a half-close after QUIT still gets the 221",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "QUIT\r\n"), N(C_EOF),
 		S(FLAGS, "b"), S(B, "221 bye\r\n"),
-		S(WANT_C, "220 b.test\r\n221 bye\r\n"), S(FLAGS, "c"), N(END) }, 0 },
-	{ "timeout: 421 4.4.2 and close",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(WANT_C, "220 b.test\r\n221 bye\r\n"), S(FLAGS, "c"), N(END) } },
+	{ .name = "timeout: 421 4.4.2 and close",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), N(ABORT_TO),
 		S(WANT_C, "220 b.test\r\n421 4.4.2 gw.test Error: timeout "
-		    "exceeded\r\n"), S(FLAGS, "bc"), N(END) }, 0 },
-	{ "errors: max_errors 5xx replies in a row end the session",
-	  SMTP_MODE_STARTTLS, 0, 0, {
+		    "exceeded\r\n"), S(FLAGS, "bc"), N(END) } },
+	{ .name = "errors: max_errors 5xx replies in a row end the session",
+	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
 		S(WANT_C, GREETING), S(C, "MAIL\r\nFOO\r\nNOOP\r\nMAIL\r\n"
 		    "RCPT\r\n"),
 		S(WANT_C, "530 5.7.0 Must issue a STARTTLS command first\r\n"
@@ -485,19 +498,51 @@ static const struct script scripts[] = {
 		S(FLAGS, ""), S(C, "DATA\r\nQUIT\r\n"),
 		S(WANT_C, "530 5.7.0 Must issue a STARTTLS command first\r\n"
 		    "421 4.7.0 gw.test Too many errors, closing connection\r\n"),
-		S(FLAGS, "c"), N(END) }, 3 },
-	{ "errors: relayed 5xx replies count too",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
+		S(FLAGS, "c"), N(END) }, .max_errors = 3 },
+	{ .name = "errors: relayed 5xx replies count too",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"),
 		S(B, "250 b.test\r\n"), S(C, "RCPT\r\nRCPT\r\n"),
 		S(B, "503 5.5.1 no\r\n503 5.5.1 no\r\n"),
 		S(WANT_C, "220 b.test\r\n250 b.test\r\n503 5.5.1 no\r\n"
 		    "503 5.5.1 no\r\n"
 		    "421 4.7.0 gw.test Too many errors, closing connection\r\n"),
-		S(FLAGS, "bc"), N(END) }, 2 },
-	{ "implicit: no plaintext 421 before the handshake",
-	  SMTP_MODE_IMPLICIT, 0, 0, {
-		N(ABORT_TO), S(WANT_C, ""), S(FLAGS, "c"), N(END) }, 0 },
+		S(FLAGS, "bc"), N(END) }, .max_errors = 2 },
+	{ .name = "xclient: the client is introduced before any of its commands",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
+		N(TLS), S(C, "EHLO c\r\n"), S(B, "220 b.test\r\n"),
+		S(WANT_B, "EHLO gw.test\r\n"), S(WANT_C, ""),
+		S(B, "250-b.test\r\n250-XCLIENT NAME ADDR PORT PROTO HELO "
+		    "DESTADDR DESTPORT\r\n250 PIPELINING\r\n"),
+		S(WANT_B, "XCLIENT ADDR=192.0.2.1 PORT=4567 PROTO=ESMTP "
+		    "DESTADDR=198.51.100.2 DESTPORT=465\r\n"),
+		S(B, "220 b.test again\r\n"),
+		S(WANT_C, "220 b.test again\r\n"), S(WANT_B, "EHLO c\r\n"),
+		S(B, "250-b.test\r\n250 XCLIENT ADDR\r\n"),
+		S(WANT_C, "250 b.test\r\n"), N(END) }, .xclient = 1 },
+	{ .name = "xclient: a backend without XCLIENT gets nothing of the client's",
+	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
+		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
+		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), S(FLAGS, "bt"),
+		S(B, "220 b.test\r\n"), S(WANT_B, "EHLO gw.test\r\n"), N(TLS),
+		S(C, "EHLO c\r\nMAIL FROM:<a@x>\r\n"),
+		S(B, "250-b.test\r\n250 PIPELINING\r\n"),
+		S(WANT_C, "421 4.3.0 gw.test Service not available\r\n"),
+		S(LOG, "does not offer XCLIENT"), S(WANT_B, ""), S(FLAGS, "c"),
+		N(END) }, .xclient = 1 },
+	{ .name = "xclient: a refused XCLIENT ends the session with 421",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
+		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"),
+		S(B, "250-b.test\r\n250 XCLIENT ADDR PORT\r\n"),
+		S(WANT_B, "EHLO gw.test\r\nXCLIENT ADDR=192.0.2.1 "
+		    "PORT=4567\r\n"),
+		S(B, "550 5.7.0 not authorized\r\n"),
+		S(WANT_C, "421 4.3.0 gw.test Service not available\r\n"),
+		S(LOG, "refused XCLIENT with 550"), S(WANT_B, ""),
+		S(FLAGS, "bc"), N(END) }, .xclient = 1 },
+	{ .name = "implicit: no plaintext 421 before the handshake",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
+		N(ABORT_TO), S(WANT_C, ""), S(FLAGS, "c"), N(END) } },
 };
 
 #define NSCRIPTS	(sizeof(scripts) / sizeof(scripts[0]))
@@ -528,7 +573,7 @@ START_TEST(test_script)
 	struct smtp_io io;
 
 	h_init(&h, sc->mode, sc->bare_reject, sc->max_line, sc->max_errors,
-	    _i % 2);
+	    sc->xclient, _i % 2);
 	for (st = sc->steps; st->op != END; st++) {
 		switch (st->op) {
 		case C:
@@ -636,7 +681,7 @@ START_TEST(test_body_property)
 	int round;
 
 	for (round = 0; round < 500; round++) {
-		h_init(&h, SMTP_MODE_IMPLICIT, 0, 0, 0, round % 2);
+		h_init(&h, SMTP_MODE_IMPLICIT, 0, 0, 0, 0, round % 2);
 		{
 			struct smtp_io io;
 
