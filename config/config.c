@@ -26,7 +26,7 @@ struct source {
 	struct config	*c;
 };
 
-static void
+static void __attribute__((format(printf, 3, 4)))
 config_error(struct config *c, int line, const char *fmt, ...)
 {
 	char msg[512], *n;
