@@ -26,11 +26,13 @@ LDFLAGS	+= -fsanitize=address,undefined
 endif
 
 SRCS	 = proxy/buf.c proxy/log.c proxy/body.c proxy/smtp.c proxy/iptable.c \
+	   proxy/proxyproto.c \
 	   proxy/endpoint.c \
 	   proxy/session.c proxy/listener.c tls/tls.c config/config.c
 MAIN	 = proxy/main.c
 UNIT	 = tests/unit/main.c tests/unit/test_buf.c tests/unit/test_smtp.c \
-	   tests/unit/test_config.c tests/unit/test_tls.c tests/unit/test_iptable.c
+	   tests/unit/test_config.c tests/unit/test_tls.c tests/unit/test_iptable.c \
+	   tests/unit/test_proxyproto.c
 
 OBJS	 = $(SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS = $(UNIT:%.c=$(BUILD)/%.o)

@@ -5,6 +5,7 @@
  * and empty sections are caught there.
  */
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <openssl/ssl.h>
 
@@ -18,6 +19,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "../proxy/proxyproto.h"
 #include "config.h"
 
 struct source {
@@ -260,6 +262,64 @@ set_listen(struct config *c, void *dst, const char *v, const void *arg)
 	return (0);
 }
 
+/* "192.0.2.0/24, 2001:db8::/32, 198.51.100.7": adds every network. */
+static int
+set_cidrs(struct config *c, void *dst, const char *v, const void *arg)
+{
+	struct config_listener *l = dst;
+	char item[128], *slash, *end;
+	const char *p = v;
+	struct config_cidr *n;
+	size_t len;
+	long bits;
+
+	(void)arg;
+	while (*p != '\0') {
+		len = strcspn(p, ", \t");
+		if (len == 0) {
+			p++;
+			continue;
+		}
+		if (len >= sizeof(item) || l->ntrusted == CONFIG_MAX_CIDRS) {
+			config_error(c, c->lineno, "at most %d networks of up to "
+			    "127 characters", CONFIG_MAX_CIDRS);
+			return (-1);
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		p += len;
+		n = &l->trusted[l->ntrusted];
+		if ((slash = strchr(item, '/')) != NULL)
+			*slash = '\0';
+		if (inet_pton(AF_INET, item, n->addr) == 1)
+			n->family = AF_INET;
+		else if (inet_pton(AF_INET6, item, n->addr) == 1)
+			n->family = AF_INET6;
+		else
+			goto bad;
+		bits = n->family == AF_INET ? 32 : 128;
+		if (slash != NULL) {
+			long max = bits;
+
+			errno = 0;
+			bits = strtol(slash + 1, &end, 10);
+			if (slash[1] == '\0' || *end != '\0' || bits < 0 ||
+			    bits > max)
+				goto bad;
+		}
+		n->bits = (int)bits;
+		l->ntrusted++;
+		continue;
+bad:
+		if (slash != NULL)
+			*slash = '/';
+		config_error(c, c->lineno, "'%s': expected an address or "
+		    "address/prefix", item);
+		return (-1);
+	}
+	return (0);
+}
+
 static const struct range r_conns = { 1, 1000000 };
 static const struct range r_line = { 512, CONFIG_MAX_LINE_MAX };
 static const struct range r_limit = { 0, 1000000 };
@@ -270,6 +330,11 @@ static const struct words w_tlsver = { { "TLSv1.2", "TLSv1.3", NULL },
 	{ TLS1_2_VERSION, TLS1_3_VERSION } };
 static const struct words w_mode = { { "implicit", "starttls", NULL },
 	{ CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS } };
+static const struct words w_identity = { { "none", "proxy-v1", "proxy-v2",
+	"xclient", NULL }, { CONFIG_ID_NONE, CONFIG_ID_PROXY_V1,
+	CONFIG_ID_PROXY_V2, CONFIG_ID_XCLIENT } };
+static const struct words w_proxy = { { "no", "v1", "v2", "any", NULL },
+	{ 0, PROXYPROTO_V1, PROXYPROTO_V2, PROXYPROTO_V1 | PROXYPROTO_V2 } };
 static const struct words w_bool = { { "yes", "no", "true", "false", "on",
 	"off", NULL }, { 1, 0, 1, 0, 1, 0 } };
 
@@ -292,6 +357,8 @@ static const struct key {
 	{ SEC_GATEWAY, "max_line", set_long, G(max_line), &r_line },
 	{ SEC_GATEWAY, "bare_newlines", set_word, G(bare_reject), &w_bare },
 	{ SEC_GATEWAY, "log_level", set_word, G(log_level), &w_log },
+	{ SEC_GATEWAY, "client_identity", set_word, G(client_identity),
+	    &w_identity },
 	{ SEC_TLS, "cert", set_path, G(tls.certs),
 	    (void *)(offsetof(struct config_tls, ncerts) -
 	    offsetof(struct config_tls, certs)) },
@@ -307,6 +374,8 @@ static const struct key {
 	{ SEC_TIMEOUTS, "backend_connect", set_seconds,
 	    G(timeouts.backend_connect), NULL },
 	{ SEC_TIMEOUTS, "drain", set_seconds, G(timeouts.drain), NULL },
+	{ SEC_TIMEOUTS, "proxy_header", set_seconds, G(timeouts.proxy_header),
+	    NULL },
 	{ SEC_LIMITS, "per_ip_connections", set_long,
 	    G(limits.per_ip_connections), &r_limit },
 	{ SEC_LIMITS, "per_ip_rate", set_long, G(limits.per_ip_rate), &r_limit },
@@ -315,6 +384,10 @@ static const struct key {
 	{ SEC_LISTENER, "mode", set_word, L(mode), &w_mode },
 	{ SEC_LISTENER, "backend", set_address, L(backend), NULL },
 	{ SEC_LISTENER, "require_tls", set_word, L(require_tls), &w_bool },
+	{ SEC_LISTENER, "client_identity", set_word, L(client_identity),
+	    &w_identity },
+	{ SEC_LISTENER, "accept_proxy", set_word, L(accept_proxy), &w_proxy },
+	{ SEC_LISTENER, "trusted_proxies", set_cidrs, 0, NULL },
 };
 
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
@@ -498,6 +571,15 @@ validate(struct config *c)
 			    "for starttls listeners only", l->name);
 		if (l->require_tls == -1)
 			l->require_tls = 1;
+		if (l->client_identity == CONFIG_ID_UNSET)
+			l->client_identity = c->client_identity;
+		if (l->accept_proxy != 0 && l->ntrusted == 0)
+			config_error(c, l->line, "listener '%s': accept_proxy "
+			    "needs trusted_proxies (the load balancers' "
+			    "addresses)", l->name);
+		if (l->accept_proxy == 0 && l->ntrusted != 0)
+			config_error(c, l->line, "listener '%s': trusted_proxies "
+			    "without accept_proxy", l->name);
 		if (l->backend.len == 0 && c->backend.len == 0)
 			config_error(c, l->line, "listener '%s' has no backend, "
 			    "and [gateway] names none", l->name);
@@ -530,6 +612,8 @@ config_new(const char *name)
 	c->timeouts.data = 600;
 	c->timeouts.backend_connect = 10;
 	c->timeouts.drain = 30;
+	c->timeouts.proxy_header = 3;
+	c->client_identity = CONFIG_ID_NONE;
 	c->limits.per_ip_connections = 20;
 	c->limits.max_errors = 10;
 	return (c);
@@ -579,6 +663,46 @@ config_load_string(const char *text, const char *name)
 
 	src.s = text;
 	return (load(&src, name));
+}
+
+int
+config_cidr_match(const struct config_cidr *nets, int n,
+    const struct sockaddr *sa)
+{
+	unsigned char addr[16];
+	int family, i, full, rest;
+
+	if (sa->sa_family == AF_INET) {
+		family = AF_INET;
+		memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)
+		    ->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		const unsigned char *a = ((const struct sockaddr_in6 *)
+		    (const void *)sa)->sin6_addr.s6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)a)) {
+			family = AF_INET;
+			memcpy(addr, a + 12, 4);
+		} else {
+			family = AF_INET6;
+			memcpy(addr, a, 16);
+		}
+	} else {
+		return (0);
+	}
+	for (i = 0; i < n; i++) {
+		if (nets[i].family != family)
+			continue;
+		full = nets[i].bits / 8;
+		rest = nets[i].bits % 8;
+		if (memcmp(addr, nets[i].addr, (size_t)full) != 0)
+			continue;
+		if (rest != 0 && ((addr[full] ^ nets[i].addr[full]) &
+		    (0xff << (8 - rest)) & 0xff) != 0)
+			continue;
+		return (1);
+	}
+	return (0);
 }
 
 void

@@ -14,6 +14,7 @@
 #define CONFIG_MAX_ADDRS	8
 #define CONFIG_MAX_LISTENERS	32
 #define CONFIG_MAX_LINE_MAX	8192	/* what the session buffers allow */
+#define CONFIG_MAX_CIDRS	16
 
 struct config_addr {
 	struct sockaddr_storage	 ss;
@@ -22,6 +23,17 @@ struct config_addr {
 };
 
 enum config_mode { CONFIG_MODE_NONE, CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS };
+
+/* How the backend learns the client's address. */
+enum config_identity { CONFIG_ID_UNSET, CONFIG_ID_NONE, CONFIG_ID_PROXY_V1,
+		       CONFIG_ID_PROXY_V2, CONFIG_ID_XCLIENT };
+
+/* A network: family AF_INET or AF_INET6, the address, the prefix length. */
+struct config_cidr {
+	int		 family;
+	unsigned char	 addr[16];
+	int		 bits;
+};
 enum config_log { CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO,
 		  CONFIG_LOG_DEBUG };
 
@@ -33,6 +45,10 @@ struct config_listener {
 	enum config_mode	 mode;
 	int			 require_tls;	/* -1 unset, 0, 1 */
 	struct config_addr	 backend;	/* len 0: the [gateway] one */
+	enum config_identity	 client_identity;	/* UNSET: the [gateway] one */
+	int			 accept_proxy;	/* PROXYPROTO_V1|V2 bits; 0: off */
+	struct config_cidr	 trusted[CONFIG_MAX_CIDRS];
+	int			 ntrusted;
 };
 
 struct config_tls {
@@ -51,13 +67,14 @@ struct config_limits {
 };
 
 struct config_timeouts {
-	double	handshake, command, data, backend_connect, drain;
+	double	handshake, command, data, backend_connect, drain, proxy_header;
 };
 
 struct config {
 	char			*file;
 	struct config_addr	 backend;
 	char			 hostname[256];
+	enum config_identity	 client_identity;
 	long			 max_connections;
 	long			 max_line;
 	int			 bare_reject;
@@ -82,5 +99,9 @@ struct config	*config_load(const char *path);
 /* The same over a string; name stands for the file in messages. */
 struct config	*config_load_string(const char *text, const char *name);
 void		 config_free(struct config *c);
+/* Whether sa lies in one of the n networks. An IPv4-mapped IPv6 address
+ * matches as IPv4. */
+int		 config_cidr_match(const struct config_cidr *nets, int n,
+		    const struct sockaddr *sa);
 
 #endif

@@ -125,6 +125,13 @@ iptable_acquire(struct iptable *t, const struct sockaddr *sa, double now,
 	return (IPTABLE_OK);
 }
 
+const char *
+iptable_refusal(enum iptable_verdict v)
+{
+	return (v == IPTABLE_TOO_FAST ? "Too many connections from your "
+	    "address per minute" : "Too many connections from your address");
+}
+
 void
 iptable_release(struct iptable *t, const struct sockaddr *sa)
 {

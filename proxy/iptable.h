@@ -21,6 +21,8 @@ void			 iptable_free(struct iptable *t);
  * counted and refused. Out of memory allows, uncounted (*counted_r 0). */
 enum iptable_verdict	 iptable_acquire(struct iptable *t,
 			    const struct sockaddr *sa, double now, int *counted_r);
+/* The text of a refusal, for the 421 a refused client gets. */
+const char		*iptable_refusal(enum iptable_verdict v);
 /* A counted connection from sa closed. */
 void			 iptable_release(struct iptable *t,
 			    const struct sockaddr *sa);

@@ -18,11 +18,11 @@
  * listener cannot starve the sessions already open. */
 #define ACCEPT_BATCH	64
 
-/* Refuse a connection over a limit before any TLS or greeting work is spent
- * on it (DESIGN.md, "Failures a client sees"). The reply is plaintext, which
- * an implicit-TLS client reads as a failed handshake. */
-static void
-refuse(struct listener *l, int fd, const char *why)
+/* A connection over a limit is refused before any TLS or greeting work is
+ * spent on it (DESIGN.md, "Failures a client sees"). The reply is plaintext,
+ * which an implicit-TLS client reads as a failed handshake. */
+void
+listener_refuse(const struct listener *l, int fd, const char *why)
 {
 	char msg[320];
 	int n;
@@ -31,7 +31,6 @@ refuse(struct listener *l, int fd, const char *why)
 	    l->w->conf->hostname, why);
 	if (n > 0)
 		(void)send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-	close(fd);
 }
 
 static void
@@ -70,7 +69,24 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			log_msg(LOG_WARN, "listener %s: max_connections (%ld) "
 			    "reached, refusing a connection", l->conf->name,
 			    l->w->conf->max_connections);
-			refuse(l, fd, "Too many connections");
+			listener_refuse(l, fd, "Too many connections");
+			close(fd);
+			continue;
+		}
+		if (l->conf->accept_proxy) {
+			/* Only the load balancers may speak; the per-IP limits
+			 * apply to the address their header names. */
+			if (!config_cidr_match(l->conf->trusted,
+			    l->conf->ntrusted, (struct sockaddr *)&ss)) {
+				session_format_addr((struct sockaddr *)&ss, peer,
+				    sizeof(peer));
+				log_msg(LOG_WARN, "listener %s: %s is not in "
+				    "trusted_proxies, refused", l->conf->name,
+				    peer);
+				close(fd);
+				continue;
+			}
+			session_new(l->w, l, fd, (struct sockaddr *)&ss, len, 0);
 			continue;
 		}
 		v = iptable_acquire(l->w->ips, (struct sockaddr *)&ss,
@@ -81,9 +97,8 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			log_msg(LOG_WARN, "listener %s: client %s: %s, refused",
 			    l->conf->name, peer, v == IPTABLE_TOO_MANY ?
 			    "per_ip_connections reached" : "per_ip_rate reached");
-			refuse(l, fd, v == IPTABLE_TOO_MANY ? "Too many "
-			    "connections from your address" : "Too many "
-			    "connections from your address per minute");
+			listener_refuse(l, fd, iptable_refusal(v));
+			close(fd);
 			continue;
 		}
 		session_new(l->w, l, fd, (struct sockaddr *)&ss, len, counted);
@@ -151,6 +166,8 @@ listener_open_all(struct worker *w, char *err, size_t errlen)
 			l->smtp.max_line = (size_t)c->max_line;
 			l->smtp.bare_reject = c->bare_reject;
 			l->smtp.max_errors = (unsigned)c->limits.max_errors;
+			l->identity = cl->client_identity;
+			l->smtp.xclient = cl->client_identity == CONFIG_ID_XCLIENT;
 			l->smtp.mode = cl->mode == CONFIG_MODE_IMPLICIT ?
 			    SMTP_MODE_IMPLICIT : cl->require_tls ?
 			    SMTP_MODE_STARTTLS : SMTP_MODE_OPPORTUNISTIC;

@@ -20,12 +20,16 @@ struct listener {
 	const struct config_addr	*addr;
 	const struct config_addr	*backend;
 	struct smtp_conf		 smtp;
+	int				 identity;	/* enum config_identity */
 	struct listener			*next;
 };
 
 /* Bind every configured address and start accepting. Returns 0, or -1 with
  * a message in err (nothing is left open). */
 int	listener_open_all(struct worker *w, char *err, size_t errlen);
+/* Tell a client it is over a limit: "421 4.7.0 HOST why, try again later",
+ * in plaintext, best effort; the caller closes. */
+void	listener_refuse(const struct listener *l, int fd, const char *why);
 /* Stop accepting, keep the sockets (shutdown). */
 void	listener_stop_all(struct worker *w);
 /* Close and free every listener. */

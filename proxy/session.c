@@ -19,6 +19,7 @@
 #include "iptable.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "session.h"
 #include "worker.h"
 
@@ -88,6 +89,38 @@ nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* The PROXY header that tells the backend who the client is, first on the
+ * backend connection. Version 2 carries the client's TLS, so while a
+ * STARTTLS handshake is under way it waits for the handshake's end. */
+static void
+identity_header(struct session *s)
+{
+	struct proxyproto_tls tls = { s->tls_version, s->tls_cipher,
+	    s->sni[0] ? s->sni : NULL };
+	unsigned char hdr[PROXYPROTO_MAX];
+	size_t n;
+	int r;
+
+	if (s->l->identity == CONFIG_ID_PROXY_V1)
+		r = proxyproto_v1((char *)hdr, sizeof(hdr),
+		    (struct sockaddr *)&s->peer_sa,
+		    (struct sockaddr *)&s->local_sa, &n);
+	else if (s->l->identity != CONFIG_ID_PROXY_V2)
+		return;
+	else if (s->client.handshaking) {
+		s->identity_pending = 1;
+		return;
+	} else
+		r = proxyproto_v2(hdr, sizeof(hdr), (struct sockaddr *)&s->peer_sa,
+		    (struct sockaddr *)&s->local_sa, s->tls_version ? &tls : NULL,
+		    &n);
+	s->identity_pending = 0;
+	/* Nothing else was written to the backend yet: it greets only after
+	 * the header. */
+	if (r == 0)
+		buf_append(&s->backend.out, hdr, n);
+}
+
 /* Start connecting to the backend. Returns 0, or -1 (logged). */
 static int
 backend_connect(struct session *s)
@@ -114,6 +147,7 @@ backend_connect(struct session *s)
 		s->backend.connecting = 1;
 	}
 	endpoint_set_fd(&s->backend, fd);
+	identity_header(s);
 	return (0);
 }
 
@@ -154,6 +188,8 @@ client_handshake(struct session *s)
 	if ((sni = SSL_get_servername(s->client.ssl,
 	    TLSEXT_NAMETYPE_host_name)) != NULL)
 		snprintf(s->sni, sizeof(s->sni), "%s", sni);
+	if (s->identity_pending)
+		identity_header(s);
 	io_init(s, &io);
 	smtp_tls_done(&s->smtp, &io);
 	return (NULL);
@@ -162,12 +198,97 @@ client_handshake(struct session *s)
 static int
 client_reading(const struct session *s)
 {
-	return (smtp_wants_client_input(&s->smtp) && !s->smtp.want_close);
+	return (s->awaiting_proxy || (smtp_wants_client_input(&s->smtp) &&
+	    !s->smtp.want_close));
+}
+
+/*
+ * Serve the client: count it against the per-IP limits (by the address a
+ * PROXY header named, if any), greet it or start its TLS. Returns a reason
+ * to close, or NULL.
+ */
+static const char *
+session_begin(struct session *s)
+{
+	struct smtp_io io;
+	enum iptable_verdict v;
+
+	if (s->l->conf->accept_proxy) {
+		v = iptable_acquire(s->w->ips, (struct sockaddr *)&s->peer_sa,
+		    ev_now(s->w->loop), &s->ip_counted);
+		if (v != IPTABLE_OK) {
+			listener_refuse(s->l, s->client.fd, iptable_refusal(v));
+			return (iptable_refusal(v));
+		}
+	}
+	smtp_set_identity(&s->smtp, (struct sockaddr *)&s->peer_sa,
+	    (struct sockaddr *)&s->local_sa);
+	io_init(s, &io);
+	smtp_start(&s->smtp, &io);
+	if (s->l->smtp.mode == SMTP_MODE_IMPLICIT &&
+	    endpoint_start_tls(&s->client, s->w->ctx) == -1)
+		return ("cannot start TLS");
+	return (NULL);
+}
+
+static void
+set_rcvlowat(int fd, int n)
+{
+	setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &n, sizeof(n));
+}
+
+/*
+ * The PROXY header a load balancer sends before the client's first byte.
+ * It is read with MSG_PEEK and then exactly its length is taken, so the TLS
+ * ClientHello behind it stays in the socket for OpenSSL. The header's
+ * addresses become the session's. Returns a reason to close, or NULL.
+ */
+static const char *
+proxy_header(struct session *s)
+{
+	unsigned char buf[PROXYPROTO_MAX];
+	struct proxyproto_hdr h;
+	size_t used;
+	ssize_t n;
+	int r;
+
+	n = recv(s->client.fd, buf, sizeof(buf), MSG_PEEK);
+	if (n == 0)
+		return ("closed before its PROXY header");
+	if (n == -1)
+		return (errno == EAGAIN || errno == EINTR ? NULL :
+		    strerror(errno));
+	r = proxyproto_parse(buf, (size_t)n, s->l->conf->accept_proxy, &h,
+	    &used);
+	if (r == -1)
+		return ("invalid PROXY header");
+	if (r == 0) {
+		/* The peeked bytes stay readable: wake up only once more
+		 * have come. */
+		set_rcvlowat(s->client.fd, (int)n + 1);
+		return (NULL);
+	}
+	if (recv(s->client.fd, buf, used, 0) != (ssize_t)used)
+		return ("cannot read the PROXY header");
+	set_rcvlowat(s->client.fd, 1);
+	s->awaiting_proxy = 0;
+	s->client.bytes_in += used;
+	if (h.family != AF_UNSPEC) {
+		memcpy(s->via, s->peer, sizeof(s->via));
+		memcpy(&s->peer_sa, &h.src, sizeof(s->peer_sa));
+		memcpy(&s->local_sa, &h.dst, sizeof(s->local_sa));
+		session_format_addr((struct sockaddr *)&s->peer_sa, s->peer,
+		    sizeof(s->peer));
+	}
+	log_msg(LOG_DEBUG, "session=%llu PROXY v%d header: client %s",
+	    (unsigned long long)s->id, h.version, s->peer);
+	return (session_begin(s));
 }
 
 /* What the session's one timer measures. */
 enum wait {
 	WAIT_NONE,
+	WAIT_PROXY,		/* a load balancer's PROXY header: a deadline */
 	WAIT_HANDSHAKE,		/* a whole TLS handshake: a deadline */
 	WAIT_CONNECT,		/* the backend's connect: a deadline */
 	WAIT_BODY,		/* one DATA or BDAT phase: a deadline */
@@ -181,6 +302,8 @@ session_wait(const struct session *s)
 {
 	if (s->smtp.want_close)
 		return (WAIT_CLOSE);
+	if (s->awaiting_proxy)
+		return (WAIT_PROXY);
 	if (s->client.handshaking)
 		return (WAIT_HANDSHAKE);
 	if (s->backend.connecting)
@@ -210,6 +333,9 @@ session_timer(struct session *s, int active)
 		return;
 	s->wait = (int)w;
 	switch (w) {
+	case WAIT_PROXY:
+		s->timer.repeat = t->proxy_header;
+		break;
 	case WAIT_HANDSHAKE:
 		s->timer.repeat = t->handshake;
 		break;
@@ -299,7 +425,10 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)revents;
 	e = (w == &s->client.rio || w == &s->client.wio) ? &s->client :
 	    &s->backend;
-	if (e == &s->backend && e->connecting) {
+	if (e == &s->client && s->awaiting_proxy) {
+		why = proxy_header(s);
+		active = 1;
+	} else if (e == &s->backend && e->connecting) {
 		backend_connected(s);
 		active = 1;
 	} else if (e->handshaking) {
@@ -335,6 +464,10 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		session_close(s, s->smtp.close_reason);
 		return;
 	}
+	if (s->awaiting_proxy) {
+		session_close(s, "no PROXY header in time");
+		return;
+	}
 	if (s->client.handshaking) {
 		session_close(s, "TLS handshake timeout");
 		return;
@@ -358,8 +491,8 @@ session_new(struct worker *w, const struct listener *l, int fd,
     const struct sockaddr *sa, socklen_t salen, int ip_counted)
 {
 	struct session *s;
-	struct smtp_io io;
-	const char *why;
+	const char *why = NULL;
+	socklen_t llen = sizeof(struct sockaddr_storage);
 
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		if (ip_counted)
@@ -372,6 +505,8 @@ session_new(struct worker *w, const struct listener *l, int fd,
 	memcpy(&s->peer_sa, sa, salen < sizeof(s->peer_sa) ? salen :
 	    sizeof(s->peer_sa));
 	s->ip_counted = ip_counted;
+	if (getsockname(fd, (struct sockaddr *)&s->local_sa, &llen) == -1)
+		s->local_sa.ss_family = AF_UNSPEC;
 	s->id = ++w->next_id;
 	s->started = ev_now(w->loop);
 	session_format_addr(sa, s->peer, sizeof(s->peer));
@@ -390,14 +525,11 @@ session_new(struct worker *w, const struct listener *l, int fd,
 	log_msg(LOG_DEBUG, "session=%llu connect from %s to %s",
 	    (unsigned long long)s->id, s->peer, l->conf->name);
 
-	io_init(s, &io);
-	smtp_start(&s->smtp, &io);
-	if (l->smtp.mode == SMTP_MODE_IMPLICIT &&
-	    endpoint_start_tls(&s->client, w->ctx) == -1) {
-		session_close(s, "cannot start TLS");
-		return (NULL);
-	}
-	if ((why = session_step(s, 1)) != NULL) {
+	if (l->conf->accept_proxy)
+		s->awaiting_proxy = 1;
+	else
+		why = session_begin(s);
+	if (why != NULL || (why = session_step(s, 1)) != NULL) {
 		session_close(s, why);
 		return (NULL);
 	}
@@ -431,9 +563,10 @@ session_close(struct session *s, const char *reason)
 {
 	struct worker *w = s->w;
 
-	log_msg(LOG_INFO, "session=%llu client=%s listener=%s tls=%s cipher=%s "
-	    "sni=%s msgs=%u in=%llu out=%llu duration=%.3fs reason=\"%s\"",
-	    (unsigned long long)s->id, s->peer, s->l->conf->name,
+	log_msg(LOG_INFO, "session=%llu client=%s%s%s listener=%s tls=%s "
+	    "cipher=%s sni=%s msgs=%u in=%llu out=%llu duration=%.3fs "
+	    "reason=\"%s\"", (unsigned long long)s->id, s->peer,
+	    s->via[0] ? " via=" : "", s->via, s->l->conf->name,
 	    s->tls_version ? s->tls_version : "-",
 	    s->tls_cipher ? s->tls_cipher : "-",
 	    s->sni[0] ? s->sni : "-", s->smtp.messages,

@@ -22,10 +22,14 @@ struct session {
 	struct smtp		 smtp;
 	ev_timer		 timer;
 	ev_tstamp		 started;
-	struct sockaddr_storage	 peer_sa;
+	struct sockaddr_storage	 peer_sa;	/* the client (PROXY: as told) */
+	struct sockaddr_storage	 local_sa;	/* what it connected to */
+	unsigned		 awaiting_proxy:1;	/* PROXY header not read yet */
+	unsigned		 identity_pending:1;	/* PROXY v2 waits for TLS */
 	int			 ip_counted;	/* holds a place in w->ips */
 	int			 wait;		/* what the timer measures */
 	char			 peer[64];	/* client address:port */
+	char			 via[64];	/* the load balancer, if any */
 	char			 sni[64];
 	const char		*tls_version;	/* static strings from OpenSSL */
 	const char		*tls_cipher;

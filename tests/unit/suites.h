@@ -9,5 +9,6 @@ Suite	*smtp_suite(void);
 Suite	*config_suite(void);
 Suite	*tls_suite(void);
 Suite	*iptable_suite(void);
+Suite	*proxyproto_suite(void);
 
 #endif
