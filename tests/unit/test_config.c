@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "../../config/config.h"
+#include "../../proxy/proxyproto.h"
 #include "suites.h"
 
 /* The pieces most cases are built from, with their line counts. */
@@ -306,6 +307,24 @@ check_long_name(const struct config *c)
 	ck_assert_int_eq(c->listeners[0].naddrs, 1);
 }
 
+static void
+check_identity(const struct config *c)
+{
+	const struct config_listener *l = &c->listeners[0];
+
+	ck_assert_int_eq(c->client_identity, CONFIG_ID_XCLIENT);
+	ck_assert_int_eq(l->client_identity, CONFIG_ID_PROXY_V2);
+	ck_assert_int_eq(c->listeners[1].client_identity, CONFIG_ID_XCLIENT);
+	ck_assert_int_eq(l->accept_proxy, PROXYPROTO_V1 | PROXYPROTO_V2);
+	ck_assert_int_eq(l->ntrusted, 3);
+	ck_assert_int_eq(l->trusted[0].family, AF_INET);
+	ck_assert_int_eq(l->trusted[0].bits, 8);
+	ck_assert_int_eq(l->trusted[1].family, AF_INET6);
+	ck_assert_int_eq(l->trusted[1].bits, 128);
+	ck_assert_int_eq(l->trusted[2].bits, 32);
+	ck_assert(c->timeouts.proxy_header == 5);
+}
+
 static const struct good_case {
 	const char	*name;
 	const char	*text;
@@ -360,6 +379,12 @@ static const struct good_case {
 	    check_one_listener },
 	/* The longest listener name: inih hands the handler at most 49
 	 * characters of "listener:NAME". */
+	{ "client identity", "[gateway]\nbackend = 127.0.0.1:25\n"
+	    "client_identity = xclient\n" TLS "[timeouts]\nproxy_header = 5s\n"
+	    LISTENER "client_identity = proxy-v2\naccept_proxy = any\n"
+	    "trusted_proxies = 10.0.0.0/8, ::1 192.0.2.7\n"
+	    "[listener:b]\naddress = 127.0.0.1:2526\nmode = implicit\n",
+	    check_identity },
 	{ "long listener name", GATEWAY TLS "[listener:" X40 "]\n"
 	    "address = 127.0.0.1:2525\nmode = starttls\n", check_long_name },
 };
@@ -430,6 +455,17 @@ static const struct bad_case {
 	    1, "test.ini:9: ", "expected [address]:port" },
 	{ "empty host", GATEWAY TLS LISTENER "backend = :25\n",
 	    1, "test.ini:9: ", "':25': expected host:port" },
+	{ "accept_proxy without trusted_proxies", GATEWAY TLS LISTENER
+	    "accept_proxy = v2\n", 1, "test.ini:6: ", "needs trusted_proxies" },
+	{ "trusted_proxies without accept_proxy", GATEWAY TLS LISTENER
+	    "trusted_proxies = 10.0.0.1\n", 1, "test.ini:6: ",
+	    "without accept_proxy" },
+	{ "bad network", GATEWAY TLS LISTENER "accept_proxy = v1\n"
+	    "trusted_proxies = 10.0.0.0/33\n", 2, "test.ini:10: ",
+	    "'10.0.0.0/33': expected an address or address/prefix" },
+	{ "bad client_identity", GATEWAY TLS LISTENER
+	    "client_identity = proxy\n", 1, "test.ini:9: ",
+	    "expected none | proxy-v1 | proxy-v2 | xclient" },
 	{ "port zero", GATEWAY TLS LISTENER "backend = 127.0.0.1:0\n",
 	    1, "test.ini:9: ", "'127.0.0.1:0': expected host:port" },
 	{ "port too big", GATEWAY TLS LISTENER "backend = 127.0.0.1:65536\n",
@@ -602,6 +638,44 @@ START_TEST(test_free_null)
 }
 END_TEST
 
+/* trusted_proxies matching, IPv4-mapped addresses as IPv4. */
+START_TEST(test_cidr_match)
+{
+	struct config *c = config_load_string(GATEWAY TLS LISTENER
+	    "accept_proxy = any\ntrusted_proxies = 10.1.0.0/16, 2001:db8::/33, "
+	    "192.0.2.1, 198.51.100.128/25\n", "test.ini");
+	static const struct {
+		const char	*addr;
+		int		 match;
+	} cases[] = {
+		{ "10.1.2.3", 1 }, { "10.2.0.1", 0 }, { "::ffff:10.1.9.9", 1 },
+		{ "192.0.2.1", 1 }, { "192.0.2.2", 0 }, { "198.51.100.200", 1 },
+		{ "198.51.100.127", 0 }, { "2001:db8:7fff::1", 1 },
+		{ "2001:db8:8000::1", 0 }, { "::1", 0 },
+	};
+	struct sockaddr_storage ss;
+	size_t i;
+
+	ck_assert_int_eq(c->nerrors, 0);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&ss, 0, sizeof(ss));
+		if (strchr(cases[i].addr, ':') != NULL) {
+			ss.ss_family = AF_INET6;
+			ck_assert_int_eq(inet_pton(AF_INET6, cases[i].addr,
+			    &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
+		} else {
+			ss.ss_family = AF_INET;
+			ck_assert_int_eq(inet_pton(AF_INET, cases[i].addr,
+			    &((struct sockaddr_in *)&ss)->sin_addr), 1);
+		}
+		ck_assert_msg(config_cidr_match(c->listeners[0].trusted,
+		    c->listeners[0].ntrusted, (struct sockaddr *)&ss) ==
+		    cases[i].match, "%s", cases[i].addr);
+	}
+	config_free(c);
+}
+END_TEST
+
 Suite *
 config_suite(void)
 {
@@ -621,6 +695,7 @@ config_suite(void)
 	tcase_add_loop_test(tc, test_bad, 0, 2 * NBAD);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_free_null);
+	tcase_add_test(tc, test_cidr_match);
 	suite_add_tcase(s, tc);
 	return (s);
 }
