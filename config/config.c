@@ -221,6 +221,17 @@ set_string(struct config *c, void *dst, const char *v, const void *arg)
 	return (0);
 }
 
+/* A host name into a heap string (for the optional ones). */
+static int
+set_hostname_str(struct config *c, void *dst, const char *v, const void *arg)
+{
+	char tmp[256];
+
+	if (set_hostname(c, tmp, v, arg) == -1)
+		return (-1);
+	return (set_string(c, dst, tmp, NULL));
+}
+
 /* cert and key repeat: each adds one path. */
 static int
 set_path(struct config *c, void *dst, const char *v, const void *arg)
@@ -328,8 +339,15 @@ static const struct words w_log = { { "error", "warn", "info", "debug", NULL },
 	{ CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG } };
 static const struct words w_tlsver = { { "TLSv1.2", "TLSv1.3", NULL },
 	{ TLS1_2_VERSION, TLS1_3_VERSION } };
-static const struct words w_mode = { { "implicit", "starttls", NULL },
-	{ CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS } };
+static const struct words w_mode = { { "implicit", "starttls", "egress",
+	NULL }, { CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS, CONFIG_MODE_EGRESS } };
+static const struct words w_uptls = { { "auto", "implicit", "starttls", NULL },
+	{ CONFIG_UP_AUTO, CONFIG_UP_IMPLICIT, CONFIG_UP_STARTTLS } };
+static const struct words w_auth = { { "none", "plain", "login", NULL },
+	{ CONFIG_AUTH_NONE, CONFIG_AUTH_PLAIN, CONFIG_AUTH_LOGIN } };
+static const struct words w_app_auth = { { "ignore", "refuse", "offer",
+	NULL }, { CONFIG_APP_AUTH_IGNORE, CONFIG_APP_AUTH_REFUSE,
+	CONFIG_APP_AUTH_OFFER } };
 static const struct words w_identity = { { "none", "proxy-v1", "proxy-v2",
 	"xclient", NULL }, { CONFIG_ID_NONE, CONFIG_ID_PROXY_V1,
 	CONFIG_ID_PROXY_V2, CONFIG_ID_XCLIENT } };
@@ -338,10 +356,90 @@ static const struct words w_proxy = { { "no", "v1", "v2", "any", NULL },
 static const struct words w_bool = { { "yes", "no", "true", "false", "on",
 	"off", NULL }, { 1, 0, 1, 0, 1, 0 } };
 
-enum section { SEC_GATEWAY, SEC_TLS, SEC_TIMEOUTS, SEC_LIMITS, SEC_LISTENER };
+enum section { SEC_GATEWAY, SEC_TLS, SEC_TIMEOUTS, SEC_LIMITS, SEC_LISTENER,
+	       SEC_UPSTREAM };
+
+/* "587, 2525, 465": the ports an upstream is tried on, in order. */
+static int
+set_ports(struct config *c, void *dst, const char *v, const void *arg)
+{
+	struct config_upstream *u = dst;
+	char *end;
+	long port;
+
+	(void)arg;
+	u->nports = 0;
+	while (*v != '\0') {
+		if (*v == ',' || *v == ' ' || *v == '\t') {
+			v++;
+			continue;
+		}
+		errno = 0;
+		port = strtol(v, &end, 10);
+		if (end == v || errno != 0 || port < 1 || port > 65535 ||
+		    (*end != '\0' && *end != ',' && *end != ' ' &&
+		    *end != '\t') || u->nports == CONFIG_MAX_PORTS) {
+			config_error(c, c->lineno, "'%s': expected up to %d ports "
+			    "such as 587, 2525, 465", v, CONFIG_MAX_PORTS);
+			return (-1);
+		}
+		u->ports[u->nports++] = port;
+		v = end;
+	}
+	return (0);
+}
+
+/* A host name or address, resolved now; connections add the port. */
+static int
+set_host(struct config *c, void *dst, const char *v, const void *arg)
+{
+	struct config_upstream *u = dst;
+	char hp[300];
+
+	(void)arg;
+	if (*v == '\0' || strlen(v) > 255 || strpbrk(v, " \t[]") != NULL) {
+		config_error(c, c->lineno, "'%s': expected a host name or "
+		    "address", v);
+		return (-1);
+	}
+	snprintf(hp, sizeof(hp), strchr(v, ':') ? "[%s]:25" : "%s:25", v);
+	if (set_address(c, &u->addr, hp, NULL) == -1)
+		return (-1);
+	return (set_string(c, &u->host, v, NULL));
+}
+
+/* password_file: the secret is read now, never written in the file. */
+static int
+set_password_file(struct config *c, void *dst, const char *v, const void *arg)
+{
+	struct config_upstream *u = dst;
+	char buf[1024];
+	size_t n;
+	FILE *f;
+
+	(void)arg;
+	if ((f = fopen(v, "r")) == NULL) {
+		config_error(c, c->lineno, "password_file %s: %s", v,
+		    strerror(errno));
+		return (-1);
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (buf[0] == '\0') {
+		config_error(c, c->lineno, "password_file %s is empty", v);
+		return (-1);
+	}
+	if (set_string(c, &u->password, buf, NULL) == -1)
+		return (-1);
+	explicit_bzero(buf, sizeof(buf));
+	return (set_string(c, &u->password_file, v, NULL));
+}
 
 #define G(f)	offsetof(struct config, f)
 #define L(f)	offsetof(struct config_listener, f)
+#define U(f)	offsetof(struct config_upstream, f)
 
 /* Every key, in one place. Listener offsets are into the listener. */
 static const struct key {
@@ -388,9 +486,32 @@ static const struct key {
 	    &w_identity },
 	{ SEC_LISTENER, "accept_proxy", set_word, L(accept_proxy), &w_proxy },
 	{ SEC_LISTENER, "trusted_proxies", set_cidrs, 0, NULL },
+	{ SEC_LISTENER, "upstream", set_hostname, L(upstream_name), NULL },
+	{ SEC_LISTENER, "app_auth", set_word, L(app_auth), &w_app_auth },
+	{ SEC_UPSTREAM, "host", set_host, 0, NULL },
+	{ SEC_UPSTREAM, "ports", set_ports, 0, NULL },
+	{ SEC_UPSTREAM, "tls", set_word, U(tls), &w_uptls },
+	{ SEC_UPSTREAM, "verify", set_word, U(verify), &w_bool },
+	{ SEC_UPSTREAM, "ca_file", set_string, U(ca_file), NULL },
+	{ SEC_UPSTREAM, "server_name", set_string, U(server_name), NULL },
+	{ SEC_UPSTREAM, "auth", set_word, U(auth), &w_auth },
+	{ SEC_UPSTREAM, "username", set_string, U(username), NULL },
+	{ SEC_UPSTREAM, "password_file", set_password_file, 0, NULL },
+	{ SEC_UPSTREAM, "helo", set_hostname_str, U(helo), NULL },
 };
 
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
+
+static struct config_upstream *
+upstream_find(struct config *c, const char *name)
+{
+	int i;
+
+	for (i = 0; i < c->nupstreams; i++)
+		if (strcmp(c->upstreams[i].name, name) == 0)
+			return (&c->upstreams[i]);
+	return (NULL);
+}
 
 static struct config_listener *
 listener_find(struct config *c, const char *name)
@@ -405,6 +526,32 @@ listener_find(struct config *c, const char *name)
 
 #define LISTENER_NAME_MAX	40
 
+static void
+upstream_begin(struct config *c, const char *name)
+{
+	struct config_upstream *u;
+
+	if (*name == '\0' || strlen(name) > LISTENER_NAME_MAX) {
+		config_error(c, c->lineno, "[upstream:NAME] needs a name of 1 to "
+		    "%d characters", LISTENER_NAME_MAX);
+		return;
+	}
+	if (upstream_find(c, name) != NULL) {
+		config_error(c, c->lineno, "upstream '%s' is defined twice", name);
+		return;
+	}
+	if (c->nupstreams == CONFIG_MAX_UPSTREAMS) {
+		config_error(c, c->lineno, "at most %d upstreams",
+		    CONFIG_MAX_UPSTREAMS);
+		return;
+	}
+	u = &c->upstreams[c->nupstreams++];
+	memset(u, 0, sizeof(*u));
+	strcpy(u->name, name);
+	u->line = c->lineno;
+	u->verify = -1;
+}
+
 /* A section header, seen by the reader: check its name. */
 static void
 section_begin(struct config *c, const char *name)
@@ -418,9 +565,14 @@ section_begin(struct config *c, const char *name)
 		c->tls_line = c->lineno;
 		return;
 	}
+	if (strncmp(name, "upstream:", 9) == 0) {
+		upstream_begin(c, name + 9);
+		return;
+	}
 	if (strncmp(name, "listener:", 9) != 0) {
 		config_error(c, c->lineno, "unknown section [%s] (expected gateway, "
-		    "tls, timeouts, limits or listener:NAME)", name);
+		    "tls, timeouts, limits, listener:NAME or upstream:NAME)",
+		    name);
 		return;
 	}
 	name += 9;
@@ -507,6 +659,7 @@ handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct config *c = user;
 	struct config_listener *l = NULL;
+	struct config_upstream *u = NULL;
 	enum section sec;
 	char *base;
 	size_t i;
@@ -526,9 +679,13 @@ handler(void *user, const char *section, const char *name, const char *value)
 	else if (strncmp(section, "listener:", 9) == 0 &&
 	    (l = listener_find(c, section + 9)) != NULL)
 		sec = SEC_LISTENER;
+	else if (strncmp(section, "upstream:", 9) == 0 &&
+	    (u = upstream_find(c, section + 9)) != NULL)
+		sec = SEC_UPSTREAM;
 	else
 		return (1);	/* reported at the section header */
-	base = sec == SEC_LISTENER ? (char *)l : (char *)c;
+	base = sec == SEC_LISTENER ? (char *)l : sec == SEC_UPSTREAM ?
+	    (char *)u : (char *)c;
 
 	for (i = 0; i < NKEYS; i++) {
 		if (keys[i].section != sec || strcmp(keys[i].name, name) != 0)
@@ -551,11 +708,34 @@ complete(struct config *c)
 }
 
 static void
+validate_upstream(struct config *c, struct config_upstream *u)
+{
+	if (u->host == NULL)
+		config_error(c, u->line, "upstream '%s' has no host", u->name);
+	if (u->nports == 0)
+		u->ports[u->nports++] = 587;
+	if (u->verify == -1)
+		u->verify = 1;
+	if (u->auth != CONFIG_AUTH_NONE && (u->username == NULL ||
+	    u->password == NULL))
+		config_error(c, u->line, "upstream '%s': auth needs username "
+		    "and password_file", u->name);
+	/* What AUTH PLAIN carries must fit one line (RFC 4954 section 4). */
+	if ((u->username != NULL && strlen(u->username) > 255) ||
+	    (u->password != NULL && strlen(u->password) > 380))
+		config_error(c, u->line, "upstream '%s': username (255) or "
+		    "password (380 characters) too long", u->name);
+}
+
+static void
 validate(struct config *c)
 {
 	struct config_listener *l;
-	int i;
+	struct config_upstream *u;
+	int i, tls_needed = 0;
 
+	for (i = 0; i < c->nupstreams; i++)
+		validate_upstream(c, &c->upstreams[i]);
 	if (c->nlisteners == 0)
 		config_error(c, 0, "no [listener:NAME] section: nothing to serve");
 	for (i = 0; i < c->nlisteners; i++) {
@@ -565,7 +745,25 @@ validate(struct config *c)
 			    l->name);
 		if (l->mode == CONFIG_MODE_NONE)
 			config_error(c, l->line, "listener '%s' has no mode "
-			    "(implicit | starttls)", l->name);
+			    "(implicit | starttls | egress)", l->name);
+		if (l->mode == CONFIG_MODE_EGRESS) {
+			if ((u = upstream_find(c, l->upstream_name)) == NULL)
+				config_error(c, l->line, "egress listener '%s' "
+				    "needs upstream = NAME of an [upstream:NAME]",
+				    l->name);
+			else
+				l->upstream = (int)(u - c->upstreams);
+			if (l->require_tls != -1 || l->accept_proxy != 0 ||
+			    l->backend.len != 0)
+				config_error(c, l->line, "listener '%s': "
+				    "require_tls, accept_proxy and backend are not "
+				    "for egress listeners", l->name);
+			continue;
+		}
+		tls_needed = 1;
+		if (l->upstream_name[0] != '\0')
+			config_error(c, l->line, "listener '%s': upstream is for "
+			    "egress listeners only", l->name);
 		if (l->mode == CONFIG_MODE_IMPLICIT && l->require_tls != -1)
 			config_error(c, l->line, "listener '%s': require_tls is "
 			    "for starttls listeners only", l->name);
@@ -584,7 +782,9 @@ validate(struct config *c)
 			config_error(c, l->line, "listener '%s' has no backend, "
 			    "and [gateway] names none", l->name);
 	}
-	if (c->tls.ncerts == 0)
+	/* Egress listeners take plaintext from local apps: only the others
+	 * need a certificate. */
+	if (c->tls.ncerts == 0 && tls_needed)
 		config_error(c, c->tls_line, "no certificate: [tls] needs cert "
 		    "and key");
 	else if (c->tls.ncerts != c->tls.nkeys)
@@ -716,6 +916,19 @@ config_free(struct config *c)
 		free(c->tls.certs[i]);
 	for (i = 0; i < c->tls.nkeys; i++)
 		free(c->tls.keys[i]);
+	for (i = 0; i < c->nupstreams; i++) {
+		struct config_upstream *u = &c->upstreams[i];
+
+		free(u->host);
+		free(u->ca_file);
+		free(u->server_name);
+		free(u->username);
+		free(u->password_file);
+		if (u->password != NULL)
+			explicit_bzero(u->password, strlen(u->password));
+		free(u->password);
+		free(u->helo);
+	}
 	free(c->tls.ciphers);
 	free(c->tls.ciphersuites);
 	free(c->errors);

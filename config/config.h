@@ -15,6 +15,8 @@
 #define CONFIG_MAX_LISTENERS	32
 #define CONFIG_MAX_LINE_MAX	8192	/* what the session buffers allow */
 #define CONFIG_MAX_CIDRS	16
+#define CONFIG_MAX_UPSTREAMS	8
+#define CONFIG_MAX_PORTS	8
 
 struct config_addr {
 	struct sockaddr_storage	 ss;
@@ -22,7 +24,34 @@ struct config_addr {
 	char			 text[300];	/* as written in the file */
 };
 
-enum config_mode { CONFIG_MODE_NONE, CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS };
+enum config_mode { CONFIG_MODE_NONE, CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS,
+		   CONFIG_MODE_EGRESS };
+
+/* How an upstream port is secured: auto is implicit on 465, else STARTTLS. */
+enum config_up_tls { CONFIG_UP_AUTO, CONFIG_UP_IMPLICIT, CONFIG_UP_STARTTLS };
+enum config_up_auth { CONFIG_AUTH_NONE, CONFIG_AUTH_PLAIN, CONFIG_AUTH_LOGIN };
+/* What an egress listener does with an app's own AUTH. */
+enum config_app_auth { CONFIG_APP_AUTH_IGNORE, CONFIG_APP_AUTH_REFUSE,
+		       CONFIG_APP_AUTH_OFFER };
+
+/* [upstream:NAME]: a smarthost an egress listener sends to. */
+struct config_upstream {
+	char			 name[64];
+	int			 line;
+	char			*host;
+	struct config_addr	 addr;		/* host, resolved; port unset */
+	long			 ports[CONFIG_MAX_PORTS];
+	int			 nports;
+	enum config_up_tls	 tls;
+	int			 verify;	/* -1 unset */
+	char			*ca_file;	/* NULL: the system store */
+	char			*server_name;	/* NULL: host */
+	enum config_up_auth	 auth;
+	char			*username;
+	char			*password_file;
+	char			*password;	/* read from password_file */
+	char			*helo;		/* NULL: [gateway] hostname */
+};
 
 /* How the backend learns the client's address. */
 enum config_identity { CONFIG_ID_UNSET, CONFIG_ID_NONE, CONFIG_ID_PROXY_V1,
@@ -49,6 +78,9 @@ struct config_listener {
 	int			 accept_proxy;	/* PROXYPROTO_V1|V2 bits; 0: off */
 	struct config_cidr	 trusted[CONFIG_MAX_CIDRS];
 	int			 ntrusted;
+	char			 upstream_name[64];	/* egress: its upstream */
+	int			 upstream;	/* index into upstreams */
+	int			 app_auth;	/* egress: CONFIG_APP_AUTH_* */
 };
 
 struct config_tls {
@@ -84,6 +116,8 @@ struct config {
 	struct config_limits	 limits;
 	struct config_listener	 listeners[CONFIG_MAX_LISTENERS];
 	int			 nlisteners;
+	struct config_upstream	 upstreams[CONFIG_MAX_UPSTREAMS];
+	int			 nupstreams;
 
 	/* Loading state. */
 	int			 lineno;	/* line being read */

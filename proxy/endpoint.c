@@ -64,20 +64,31 @@ fail(struct endpoint *e, const char *fmt, ...)
 }
 
 int
-endpoint_start_tls(struct endpoint *e, SSL_CTX *ctx)
+endpoint_start_tls(struct endpoint *e, SSL_CTX *ctx, const char *peer_name)
 {
 	if (buf_len(&e->in) > 0 || e->ssl != NULL)
 		return (-1);
 	if ((e->ssl = SSL_new(ctx)) == NULL)
 		return (-1);
-	if (SSL_set_fd(e->ssl, e->fd) != 1) {
-		SSL_free(e->ssl);
-		e->ssl = NULL;
-		return (-1);
+	if (SSL_set_fd(e->ssl, e->fd) != 1)
+		goto fail;
+	if (peer_name == NULL) {
+		SSL_set_accept_state(e->ssl);
+	} else {
+		if (SSL_set_tlsext_host_name(e->ssl, peer_name) != 1)
+			goto fail;
+		if (SSL_CTX_get_verify_mode(ctx) != SSL_VERIFY_NONE &&
+		    SSL_set1_host(e->ssl, peer_name) != 1)
+			goto fail;
+		SSL_set_connect_state(e->ssl);
 	}
-	SSL_set_accept_state(e->ssl);
 	e->handshaking = 1;
 	return (0);
+
+fail:
+	SSL_free(e->ssl);
+	e->ssl = NULL;
+	return (-1);
 }
 
 int

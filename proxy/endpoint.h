@@ -37,10 +37,13 @@ void	endpoint_fini(struct endpoint *e, struct ev_loop *loop);
 /* Take fd as the socket (after a connect() started). */
 void	endpoint_set_fd(struct endpoint *e, int fd);
 
-/* Attach TLS as a server. The only place an SSL is attached: it refuses
- * (-1) while any plaintext input is buffered, so no byte read before the
+/* Attach TLS: as a server when peer_name is NULL, else as a client that
+ * sends peer_name as SNI and, if ctx verifies, checks the certificate is
+ * for it (RFC 7817). The only place an SSL is attached: it refuses (-1)
+ * while any plaintext input is buffered, so no byte read before the
  * handshake can be taken as read inside it. */
-int	endpoint_start_tls(struct endpoint *e, SSL_CTX *ctx);
+int	endpoint_start_tls(struct endpoint *e, SSL_CTX *ctx,
+	    const char *peer_name);
 /* Drive the handshake: 1 done, 0 in progress, -1 failed (error set). */
 int	endpoint_handshake(struct endpoint *e);
 

@@ -169,8 +169,20 @@ listener_open_all(struct worker *w, char *err, size_t errlen)
 			l->identity = cl->client_identity;
 			l->smtp.xclient = cl->client_identity == CONFIG_ID_XCLIENT;
 			l->smtp.mode = cl->mode == CONFIG_MODE_IMPLICIT ?
-			    SMTP_MODE_IMPLICIT : cl->require_tls ?
+			    SMTP_MODE_IMPLICIT : cl->mode == CONFIG_MODE_EGRESS ?
+			    SMTP_MODE_EGRESS : cl->require_tls ?
 			    SMTP_MODE_STARTTLS : SMTP_MODE_OPPORTUNISTIC;
+			if (cl->mode == CONFIG_MODE_EGRESS) {
+				const struct config_upstream *u =
+				    &c->upstreams[cl->upstream];
+
+				l->upstream = u;
+				l->smtp.helo = u->helo ? u->helo : c->hostname;
+				l->smtp.auth = (int)u->auth;
+				l->smtp.auth_user = u->username;
+				l->smtp.auth_pass = u->password;
+				l->smtp.app_auth = cl->app_auth;
+			}
 			l->next = w->listeners;
 			w->listeners = l;
 			l->fd = -1;
@@ -181,11 +193,17 @@ listener_open_all(struct worker *w, char *err, size_t errlen)
 			ev_init(&l->retry, retry_cb);
 			l->retry.data = l;
 			ev_io_start(w->loop, &l->io);
-			log_msg(LOG_INFO, "listening on %s (%s, %s), backend %s",
-			    l->addr->text, cl->name, l->smtp.mode ==
-			    SMTP_MODE_IMPLICIT ? "implicit TLS" : l->smtp.mode ==
-			    SMTP_MODE_STARTTLS ? "STARTTLS required" :
-			    "STARTTLS optional", l->backend->text);
+			if (l->upstream != NULL)
+				log_msg(LOG_INFO, "listening on %s (%s, egress), "
+				    "upstream %s", l->addr->text, cl->name,
+				    l->upstream->host);
+			else
+				log_msg(LOG_INFO, "listening on %s (%s, %s), "
+				    "backend %s", l->addr->text, cl->name,
+				    l->smtp.mode == SMTP_MODE_IMPLICIT ?
+				    "implicit TLS" : l->smtp.mode ==
+				    SMTP_MODE_STARTTLS ? "STARTTLS required" :
+				    "STARTTLS optional", l->backend->text);
 		}
 	}
 	return (0);

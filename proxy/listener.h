@@ -21,6 +21,9 @@ struct listener {
 	const struct config_addr	*backend;
 	struct smtp_conf		 smtp;
 	int				 identity;	/* enum config_identity */
+	const struct config_upstream	*upstream;	/* egress */
+	int				 up_preferred;	/* egress: the port index
+							 * that last worked */
 	struct listener			*next;
 };
 

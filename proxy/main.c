@@ -149,7 +149,7 @@ main(int argc, char **argv)
 	ev_signal sigterm, sigint;
 	const char *path = NULL;
 	char err[512];
-	int ch, test = 0, rc = 1;
+	int ch, i, test = 0, rc = 1;
 
 	while ((ch = getopt(argc, argv, "c:tVh")) != -1) {
 		switch (ch) {
@@ -177,6 +177,19 @@ main(int argc, char **argv)
 	if ((w.ctx = tls_ctx_new(&c->tls, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s:%d: %s\n", path, c->tls_line, err);
 		goto out;
+	}
+	for (i = 0; i < c->nupstreams; i++) {
+		const struct config_upstream *u = &c->upstreams[i];
+
+		if ((w.up_ctx[i] = tls_client_ctx_new(u, err, sizeof(err))) ==
+		    NULL) {
+			fprintf(stderr, "%s:%d: upstream %s: %s\n", path, u->line,
+			    u->name, err);
+			goto out;
+		}
+		if (!u->verify)
+			log_msg(LOG_WARN, "upstream %s: verify = no: its "
+			    "certificate is not checked", u->name);
 	}
 	if (test) {
 		printf("%s: ok\n", path);
@@ -217,6 +230,8 @@ main(int argc, char **argv)
 	rc = 0;
 out:
 	SSL_CTX_free(w.ctx);
+	for (i = 0; i < CONFIG_MAX_UPSTREAMS; i++)
+		SSL_CTX_free(w.up_ctx[i]);
 	iptable_free(w.ips);
 	config_free(c);
 	if (w.loop != NULL)

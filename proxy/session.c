@@ -121,54 +121,164 @@ identity_header(struct session *s)
 		buf_append(&s->backend.out, hdr, n);
 }
 
-/* Start connecting to the backend. Returns 0, or -1 (logged). */
+/* Egress: the index into the upstream's ports of the port_try-th port to
+ * try: the one that last worked first, then the others in order. */
+static int
+port_index(const struct session *s)
+{
+	int pref = s->l->up_preferred, i = s->port_try - 1;
+
+	if (s->port_try == 0)
+		return (pref);
+	return (i >= pref ? i + 1 : i);
+}
+
+/* Egress: whether the port being tried speaks TLS from its first byte. */
+static int
+port_implicit(const struct session *s)
+{
+	const struct config_upstream *u = s->l->upstream;
+
+	return (u->tls == CONFIG_UP_IMPLICIT || (u->tls == CONFIG_UP_AUTO &&
+	    u->ports[port_index(s)] == 465));
+}
+
+/* Egress: move on to the next port, for a connect failure or timeout only
+ * (a blocked port); never for a TLS failure, which would be a downgrade.
+ * Returns 0 when none is left. */
+static int
+next_port(struct session *s)
+{
+	if (s->l->upstream == NULL || s->port_try + 1 >= s->l->upstream->nports)
+		return (0);
+	s->port_try++;
+	return (1);
+}
+
+/* Start connecting to the backend, or the upstream on the next port that
+ * can be tried. Returns 0, or -1 (logged) when none is left. */
 static int
 backend_connect(struct session *s)
 {
-	const struct config_addr *a = s->l->backend;
+	const struct config_upstream *u = s->l->upstream;
+	struct sockaddr_storage ss;
+	socklen_t len;
 	int fd;
 
-	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
-	if (fd == -1) {
-		log_msg(LOG_ERROR, "session=%llu backend %s: socket: %s",
-		    (unsigned long long)s->id, a->text, strerror(errno));
-		return (-1);
-	}
-	nodelay(fd);
-	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == -1) {
-		if (errno != EINPROGRESS) {
-			log_msg(LOG_WARN, "session=%llu backend %s: %s",
-			    (unsigned long long)s->id, a->text,
+	do {
+		if (u != NULL) {
+			long port = u->ports[port_index(s)];
+
+			memcpy(&ss, &u->addr.ss, sizeof(ss));
+			len = u->addr.len;
+			if (ss.ss_family == AF_INET)
+				((struct sockaddr_in *)&ss)->sin_port =
+				    htons((uint16_t)port);
+			else
+				((struct sockaddr_in6 *)&ss)->sin6_port =
+				    htons((uint16_t)port);
+			snprintf(s->upstream, sizeof(s->upstream), "%s:%ld",
+			    u->host, port);
+		} else {
+			memcpy(&ss, &s->l->backend->ss, sizeof(ss));
+			len = s->l->backend->len;
+			snprintf(s->upstream, sizeof(s->upstream), "%s",
+			    s->l->backend->text);
+		}
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			log_msg(LOG_ERROR, "session=%llu backend %s: socket: %s",
+			    (unsigned long long)s->id, s->upstream,
 			    strerror(errno));
-			close(fd);
 			return (-1);
 		}
-		s->backend.connecting = 1;
+		nodelay(fd);
+		if (connect(fd, (struct sockaddr *)&ss, len) == 0 ||
+		    errno == EINPROGRESS) {
+			s->backend.connecting = errno == EINPROGRESS;
+			endpoint_set_fd(&s->backend, fd);
+			identity_header(s);
+			return (0);
+		}
+		log_msg(LOG_WARN, "session=%llu backend %s: %s",
+		    (unsigned long long)s->id, s->upstream, strerror(errno));
+		close(fd);
+	} while (next_port(s));
+	return (-1);
+}
+
+/* The connection to the backend failed (error or timeout): try the next
+ * upstream port, or give up with 421. */
+static void
+backend_failed(struct session *s, const char *why)
+{
+	struct smtp_io io;
+
+	log_msg(LOG_WARN, "session=%llu backend %s: %s", (unsigned long long)s->id,
+	    s->upstream, why);
+	endpoint_fini(&s->backend, s->w->loop);
+	if (next_port(s) && backend_connect(s) == 0)
+		return;
+	io_init(s, &io);
+	smtp_abort(&s->smtp, &io, ABORT_BACKEND_DOWN);
+}
+
+/* The upstream's TLS handshake made progress (egress). */
+static void
+backend_handshake(struct session *s)
+{
+	struct smtp_io io;
+	long v;
+	int r;
+
+	if ((r = endpoint_handshake(&s->backend)) == 0)
+		return;
+	io_init(s, &io);
+	if (r == -1) {
+		v = SSL_get_verify_result(s->backend.ssl);
+		log_msg(LOG_WARN, "session=%llu upstream %s: %s%s%s",
+		    (unsigned long long)s->id, s->upstream, s->backend.error,
+		    v != X509_V_OK ? ": " : "", v != X509_V_OK ?
+		    X509_verify_cert_error_string(v) : "");
+		smtp_abort(&s->smtp, &io, ABORT_UPSTREAM);
+		return;
 	}
-	endpoint_set_fd(&s->backend, fd);
-	identity_header(s);
-	return (0);
+	s->up_tls = SSL_get_version(s->backend.ssl);
+	smtp_backend_tls_done(&s->smtp, &io);
+}
+
+/* Egress: secure the upstream connection (at once on an implicit port,
+ * after the 220 to STARTTLS otherwise). */
+static void
+backend_start_tls(struct session *s)
+{
+	const struct config_upstream *u = s->l->upstream;
+	struct smtp_io io;
+
+	if (endpoint_start_tls(&s->backend, s->w->up_ctx[s->l->conf->upstream],
+	    u->server_name ? u->server_name : u->host) == -1) {
+		io_init(s, &io);
+		smtp_abort(&s->smtp, &io, ABORT_UPSTREAM);
+		return;
+	}
+	backend_handshake(s);
 }
 
 /* The backend socket became writable while connecting. */
 static void
 backend_connected(struct session *s)
 {
-	struct smtp_io io;
 	socklen_t len = sizeof(int);
 	int err = 0;
 
 	if (getsockopt(s->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 		err = errno;
 	s->backend.connecting = 0;
-	if (err == 0)
-		return;
-	log_msg(LOG_WARN, "session=%llu backend %s: %s", (unsigned long long)s->id,
-	    s->l->backend->text, strerror(err));
-	endpoint_fini(&s->backend, s->w->loop);
-	io_init(s, &io);
-	smtp_abort(&s->smtp, &io, ABORT_BACKEND_DOWN);
+	if (err != 0)
+		backend_failed(s, strerror(err));
+	else if (s->l->upstream != NULL && port_implicit(s))
+		backend_start_tls(s);
 }
 
 /* The client's handshake made progress. Returns a reason to close, or NULL. */
@@ -226,7 +336,7 @@ session_begin(struct session *s)
 	io_init(s, &io);
 	smtp_start(&s->smtp, &io);
 	if (s->l->smtp.mode == SMTP_MODE_IMPLICIT &&
-	    endpoint_start_tls(&s->client, s->w->ctx) == -1)
+	    endpoint_start_tls(&s->client, s->w->ctx, NULL) == -1)
 		return ("cannot start TLS");
 	return (NULL);
 }
@@ -304,7 +414,7 @@ session_wait(const struct session *s)
 		return (WAIT_CLOSE);
 	if (s->awaiting_proxy)
 		return (WAIT_PROXY);
-	if (s->client.handshaking)
+	if (s->client.handshaking || s->backend.handshaking)
 		return (WAIT_HANDSHAKE);
 	if (s->backend.connecting)
 		return (WAIT_CONNECT);
@@ -395,11 +505,23 @@ session_step(struct session *s, int active)
 			progress |= endpoint_flush(&s->backend) > 0;
 		if (s->smtp.want_close && buf_len(&s->client.out) == 0)
 			return (s->smtp.close_reason);
+		if (s->smtp.want_backend_tls && buf_len(&s->backend.out) == 0) {
+			/* The STARTTLS line is out and its 220 read. */
+			s->smtp.want_backend_tls = 0;
+			backend_start_tls(s);
+			progress = active = 1;
+		}
+		if (s->l->upstream != NULL && s->smtp.greeted &&
+		    !s->port_noted) {
+			/* The next session tries this port first. */
+			s->l->up_preferred = port_index(s);
+			s->port_noted = 1;
+		}
 		if (s->smtp.want_tls && buf_len(&s->client.out) == 0) {
 			/* The 220 is on the wire: the next client byte is the
 			 * ClientHello. */
 			s->smtp.want_tls = 0;
-			if (endpoint_start_tls(&s->client, s->w->ctx) == -1)
+			if (endpoint_start_tls(&s->client, s->w->ctx, NULL) == -1)
 				return ("cannot start TLS");
 			if (client_handshake(s) != NULL)
 				return (s->client.error);
@@ -432,7 +554,10 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		backend_connected(s);
 		active = 1;
 	} else if (e->handshaking) {
-		why = client_handshake(s);
+		if (e == &s->client)
+			why = client_handshake(s);
+		else
+			backend_handshake(s);
 		active = 1;
 	} else {
 		/* Either event may serve the other direction under TLS
@@ -474,9 +599,11 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	io_init(s, &io);
 	if (s->backend.connecting) {
-		log_msg(LOG_WARN, "session=%llu backend %s: connect timeout",
-		    (unsigned long long)s->id, s->l->backend->text);
-		smtp_abort(&s->smtp, &io, ABORT_BACKEND_DOWN);
+		backend_failed(s, "connect timeout");
+	} else if (s->backend.handshaking) {
+		log_msg(LOG_WARN, "session=%llu upstream %s: TLS handshake "
+		    "timeout", (unsigned long long)s->id, s->upstream);
+		smtp_abort(&s->smtp, &io, ABORT_UPSTREAM);
 	} else if (smtp_awaits_backend(&s->smtp)) {
 		smtp_abort(&s->smtp, &io, ABORT_BACKEND_TIMEOUT);
 	} else {
@@ -487,7 +614,7 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 struct session *
-session_new(struct worker *w, const struct listener *l, int fd,
+session_new(struct worker *w, struct listener *l, int fd,
     const struct sockaddr *sa, socklen_t salen, int ip_counted)
 {
 	struct session *s;
@@ -563,10 +690,13 @@ session_close(struct session *s, const char *reason)
 {
 	struct worker *w = s->w;
 
-	log_msg(LOG_INFO, "session=%llu client=%s%s%s listener=%s tls=%s "
+	log_msg(LOG_INFO, "session=%llu client=%s%s%s listener=%s%s%s%s%s tls=%s "
 	    "cipher=%s sni=%s msgs=%u in=%llu out=%llu duration=%.3fs "
 	    "reason=\"%s\"", (unsigned long long)s->id, s->peer,
 	    s->via[0] ? " via=" : "", s->via, s->l->conf->name,
+	    s->l->upstream ? " upstream=" : "", s->l->upstream ? s->upstream : "",
+	    s->l->upstream ? " upstream_tls=" : "", s->l->upstream ?
+	    (s->up_tls ? s->up_tls : "-") : "",
 	    s->tls_version ? s->tls_version : "-",
 	    s->tls_cipher ? s->tls_cipher : "-",
 	    s->sni[0] ? s->sni : "-", s->smtp.messages,

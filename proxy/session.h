@@ -16,7 +16,7 @@ struct worker;
 
 struct session {
 	struct worker		*w;
-	const struct listener	*l;
+	struct listener		*l;
 	uint64_t		 id;
 	struct endpoint		 client, backend;
 	struct smtp		 smtp;
@@ -26,6 +26,10 @@ struct session {
 	struct sockaddr_storage	 local_sa;	/* what it connected to */
 	unsigned		 awaiting_proxy:1;	/* PROXY header not read yet */
 	unsigned		 identity_pending:1;	/* PROXY v2 waits for TLS */
+	unsigned		 port_noted:1;	/* egress: the working port is noted */
+	int			 port_try;	/* egress: the how-manieth port */
+	char			 upstream[300];	/* egress: host:port, for logs */
+	const char		*up_tls;	/* egress: the upstream's TLS version */
 	int			 ip_counted;	/* holds a place in w->ips */
 	int			 wait;		/* what the timer measures */
 	char			 peer[64];	/* client address:port */
@@ -40,7 +44,7 @@ struct session {
  * connection holds a place in the per-IP table, which the session gives
  * back when it ends. Returns NULL when the session ended at once (or memory
  * was short); fd is closed then. */
-struct session	*session_new(struct worker *w, const struct listener *l, int fd,
+struct session	*session_new(struct worker *w, struct listener *l, int fd,
 		    const struct sockaddr *sa, socklen_t salen, int ip_counted);
 /* The gateway is stopping: end the session with a 421 (or at once while a
  * TLS handshake is under way). The session may be freed on return. */

@@ -22,6 +22,7 @@ const char *const smtp_phase_names[PHASE_MAX] = {
 	[PHASE_BDAT] = "bdat",
 	[PHASE_BDAT_DISCARD] = "bdat-discard",
 	[PHASE_AUTH] = "auth",
+	[PHASE_APP_AUTH] = "app-auth",
 	[PHASE_QUIT] = "quit",
 	[PHASE_CLOSED] = "closed",
 };
@@ -34,6 +35,7 @@ const char *const smtp_abort_names[ABORT_MAX] = {
 	[ABORT_BACKEND_PROTOCOL] = "backend protocol error",
 	[ABORT_BACKEND_REFUSED] = "backend refused the session",
 	[ABORT_BACKEND_XCLIENT] = "backend refused XCLIENT",
+	[ABORT_UPSTREAM] = "no secure upstream",
 	[ABORT_SHUTDOWN] = "shutdown",
 };
 
@@ -49,6 +51,8 @@ static const char *const abort_replies[ABORT_MAX] = {
 	    "backend protocol error\r\n",
 	[ABORT_BACKEND_REFUSED] = "421 4.3.0 %s Service not available\r\n",
 	[ABORT_BACKEND_XCLIENT] = "421 4.3.0 %s Service not available\r\n",
+	[ABORT_UPSTREAM] = "421 4.7.0 %s Service not available, no secure "
+	    "connection to the relay\r\n",
 	[ABORT_SHUTDOWN] = "421 4.3.2 %s Service shutting down\r\n",
 };
 
@@ -59,6 +63,12 @@ static const char *const abort_replies[ABORT_MAX] = {
 enum slot {
 	SLOT_BANNER,		/* backend greeting, relayed */
 	SLOT_BANNER_HIDDEN,	/* backend greeting, the gateway greeted already */
+	SLOT_UP_BANNER,		/* egress: the upstream's greeting, hidden */
+	SLOT_UP_EHLO,		/* egress: the gateway's EHLO upstream */
+	SLOT_UP_STARTTLS,	/* egress: 220, then TLS at once */
+	SLOT_UP_AUTH,		/* egress: the gateway's AUTH upstream */
+	SLOT_APP_EHLO,		/* egress: an app's EHLO, as RSET upstream */
+	SLOT_APP_HELO,		/* egress: an app's HELO, likewise */
 	SLOT_XC_EHLO,		/* the gateway's own EHLO, before XCLIENT */
 	SLOT_XC_REPLY,		/* XCLIENT's 220: the greeting anew */
 	SLOT_EHLO,		/* reply rewritten */
@@ -88,6 +98,12 @@ enum slot {
 	LOCAL_500_LONG,
 	LOCAL_500_SYNTAX,
 	LOCAL_BARE_REJECT,
+	LOCAL_235,
+	LOCAL_334_USER,
+	LOCAL_334_PASS,
+	LOCAL_334,
+	LOCAL_501_CANCEL,
+	LOCAL_504,
 };
 
 /* The gateway's own replies; %s is the configured hostname where used. */
@@ -115,6 +131,14 @@ static const char *const local_replies[] = {
 	    "500 5.5.2 Syntax error, command unrecognized\r\n",
 	[LOCAL_BARE_REJECT - SLOT_LOCAL] = "554 5.6.0 Message contains bare CR "
 	    "or LF; rejected\r\n421 4.3.0 %s closing connection\r\n",
+	[LOCAL_235 - SLOT_LOCAL] = "235 2.7.0 Authentication successful\r\n",
+	[LOCAL_334_USER - SLOT_LOCAL] = "334 VXNlcm5hbWU6\r\n",
+	[LOCAL_334_PASS - SLOT_LOCAL] = "334 UGFzc3dvcmQ6\r\n",
+	[LOCAL_334 - SLOT_LOCAL] = "334 \r\n",
+	[LOCAL_501_CANCEL - SLOT_LOCAL] = "501 5.7.0 Authentication "
+	    "cancelled\r\n",
+	[LOCAL_504 - SLOT_LOCAL] = "504 5.5.4 Unrecognized authentication "
+	    "type\r\n",
 };
 
 static void __attribute__((format(printf, 3, 4)))
@@ -205,6 +229,8 @@ close_after_flush(struct smtp *t, const char *reason)
 {
 	t->phase = PHASE_CLOSED;
 	t->want_close = 1;
+	/* A closing session starts no handshake. */
+	t->want_tls = t->want_backend_tls = 0;
 	if (t->close_reason == NULL)
 		t->close_reason = reason;
 }
@@ -582,6 +608,86 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 }
 
 /*
+ * Egress: the app talks to the gateway, which is already authenticated
+ * upstream. Its EHLO and HELO are answered with what holds through the
+ * gateway (after an RSET upstream, as a new EHLO resets a transaction); its
+ * own AUTH is taken and ignored, or refused; STARTTLS is not offered. The
+ * rest is relayed. Returns as command_relay().
+ */
+static int
+command_egress(struct smtp *t, struct smtp_io *io, const struct cmd *c,
+    size_t used)
+{
+	const char *sp;
+	size_t alen;
+
+	switch (c->verb) {
+	case VERB_EHLO:
+	case VERB_HELO:
+		if (c->arg_len == 0) {
+			fifo_push(t, LOCAL_501_SYNTAX);
+			return (0);
+		}
+		put(io->to_backend, "RSET\r\n", 6);
+		fifo_push(t, c->verb == VERB_EHLO ? SLOT_APP_EHLO : SLOT_APP_HELO);
+		t->sync = 1;
+		return (0);
+	case VERB_STARTTLS:
+		fifo_push(t, LOCAL_502);
+		return (0);
+	case VERB_AUTH:
+		break;
+	default:
+		return (command_relay(t, io, c, used));
+	}
+	if (t->conf->app_auth == 1) {
+		fifo_push(t, LOCAL_502);
+		return (0);
+	}
+	/* RFC 4954: PLAIN takes one line (maybe in the command), LOGIN two
+	 * (the first maybe in the command). */
+	/* The line is not NUL-terminated: the mechanism ends at a space or at
+	 * the end of the argument. */
+	sp = c->arg != NULL ? memchr(c->arg, ' ', c->arg_len) : NULL;
+	alen = sp != NULL ? (size_t)(sp - c->arg) : c->arg_len;
+	if (c->arg != NULL && alen == 5 && strncasecmp(c->arg, "PLAIN", 5) == 0)
+		t->app_auth_left = c->arg_len > alen ? 0 : 1;
+	else if (c->arg != NULL && alen == 5 &&
+	    strncasecmp(c->arg, "LOGIN", 5) == 0)
+		t->app_auth_left = c->arg_len > alen ? 1 : 2;
+	else {
+		fifo_push(t, LOCAL_504);
+		return (0);
+	}
+	if (t->app_auth_left == 0) {
+		fifo_push(t, LOCAL_235);
+		return (0);
+	}
+	fifo_push(t, t->app_auth_left == 2 ? LOCAL_334_USER :
+	    alen == 5 && strncasecmp(c->arg, "LOGIN", 5) == 0 ? LOCAL_334_PASS :
+	    LOCAL_334);
+	t->phase = PHASE_APP_AUTH;
+	return (0);
+}
+
+/* Egress: one line of an app's AUTH exchange, taken and dropped. */
+static void
+app_auth_line(struct smtp *t, const char *p, size_t len)
+{
+	if (len == 1 && p[0] == '*') {
+		fifo_push(t, LOCAL_501_CANCEL);
+		t->phase = PHASE_COMMAND;
+		return;
+	}
+	if (--t->app_auth_left > 0) {
+		fifo_push(t, LOCAL_334_PASS);
+		return;
+	}
+	fifo_push(t, LOCAL_235);
+	t->phase = PHASE_COMMAND;
+}
+
+/*
  * Read one command line from client_in and act on it. Returns 1 when a line
  * (or part of an over-long one) was consumed, 0 when it must wait.
  */
@@ -595,8 +701,8 @@ client_command(struct smtp *t, struct smtp_io *io)
 
 	/* After a group-ending command nothing is read until its reply is in;
 	 * an answer to a 334 is what that reply asked for. */
-	if (n == 0 || fifo_full(t) ||
-	    (t->sync && t->count > 0 && t->phase != PHASE_AUTH))
+	if (n == 0 || fifo_full(t) || (t->sync && t->count > 0 &&
+	    t->phase != PHASE_AUTH && t->phase != PHASE_APP_AUTH))
 		return (0);
 	/* The longest command plus CRLF must fit in to_backend. */
 	if (buf_room(io->to_backend) < t->conf->max_line + 8)
@@ -619,7 +725,7 @@ client_command(struct smtp *t, struct smtp_io *io)
 	}
 
 	/* A bare CR or a NUL inside a command line is never forwarded. */
-	if (t->phase != PHASE_AUTH && (len == 0 ||
+	if (t->phase != PHASE_AUTH && t->phase != PHASE_APP_AUTH && (len == 0 ||
 	    memchr(p, '\r', len) != NULL || memchr(p, '\0', len) != NULL)) {
 		buf_consume(io->client_in, used);
 		fifo_push(t, LOCAL_500_SYNTAX);
@@ -635,11 +741,22 @@ client_command(struct smtp *t, struct smtp_io *io)
 		return (1);
 	}
 
+	if (t->phase == PHASE_APP_AUTH) {
+		app_auth_line(t, p, len);
+		buf_consume(io->client_in, used);
+		return (1);
+	}
+
 	/* The line stays in client_in until it is handled: it is read in
 	 * place, and accept_starttls() sees exactly what followed it. */
 	cmd_parse(&c, p, len);
-	if (!(t->phase == PHASE_PLAIN ? command_plain(t, io, &c, used) :
-	    command_relay(t, io, &c, used)))
+	if (t->phase == PHASE_PLAIN)
+		r = command_plain(t, io, &c, used);
+	else if (t->conf->mode == SMTP_MODE_EGRESS)
+		r = command_egress(t, io, &c, used);
+	else
+		r = command_relay(t, io, &c, used);
+	if (!r)
 		buf_consume(io->client_in, used);
 	return (1);
 }
@@ -696,6 +813,7 @@ client_input(struct smtp *t, struct smtp_io *io)
 		return (client_command(t, io));
 	case PHASE_COMMAND:
 	case PHASE_AUTH:
+	case PHASE_APP_AUTH:
 		/* Nothing goes to the backend before its banner. */
 		if (!t->greeted)
 			return (0);
@@ -904,6 +1022,230 @@ xclient_send(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 	fifo_replace_head(t, SLOT_XC_REPLY);
 }
 
+/* Base64 (RFC 4648) of n bytes, NUL-terminated; out holds 4 * (n + 2) / 3
+ * + 1 bytes. */
+static void
+base64(const unsigned char *in, size_t n, char *out)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789+/";
+	size_t i;
+	unsigned v;
+
+	for (i = 0; i + 2 < n; i += 3) {
+		v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+		*out++ = tab[v >> 18];
+		*out++ = tab[(v >> 12) & 63];
+		*out++ = tab[(v >> 6) & 63];
+		*out++ = tab[v & 63];
+	}
+	if (i < n) {
+		v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0);
+		*out++ = tab[v >> 18];
+		*out++ = tab[(v >> 12) & 63];
+		*out++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+		*out++ = '=';
+	}
+	*out = '\0';
+}
+
+/* Egress: send one AUTH line: prefix, then the base64 of the parts joined
+ * by NULs ("AUTH PLAIN " with "", user, password; or a bare LOGIN answer). */
+static void
+up_auth_send(struct smtp_io *io, const char *prefix, const char *const *parts,
+    int nparts)
+{
+	unsigned char raw[800];
+	char enc[sizeof(raw) * 4 / 3 + 8];
+	size_t n = 0, l;
+	int i;
+
+	for (i = 0; i < nparts; i++) {
+		if (i > 0)
+			raw[n++] = '\0';
+		/* The config loader bounds these; a longer one is cut, not
+		 * overrun. */
+		l = strnlen(parts[i], 380);
+		memcpy(raw + n, parts[i], l);
+		n += l;
+	}
+	base64(raw, n, enc);
+	put(io->to_backend, prefix, strlen(prefix));
+	put(io->to_backend, enc, strlen(enc));
+	put(io->to_backend, "\r\n", 2);
+	explicit_bzero(raw, sizeof(raw));
+	explicit_bzero(enc, sizeof(enc));
+}
+
+/*
+ * Egress: the upstream's EHLO reply inside TLS. Its extensions, less AUTH,
+ * STARTTLS, XCLIENT and XFORWARD, are what the app is offered; CHUNKING and
+ * extension verbs are remembered for relaying.
+ */
+static void
+up_ehlo_record(struct smtp *t, const char *p, size_t n)
+{
+	size_t off = 0, len, used, kw, u = 0;
+	int first = 1;
+
+	t->exts[0] = '\0';
+	t->up_ehlo[0] = '\0';
+	t->chunking = 0;
+	while (off < n && smtp_line(p + off, n - off, n - off, &len, &used) == 1) {
+		const char *k = p + off + 4;
+		size_t klen = len > 4 ? len - 4 : 0;
+
+		off += used;
+		if (first) {
+			first = 0;
+			continue;
+		}
+		for (kw = 0; kw < klen && k[kw] != ' ' && k[kw] != '='; kw++)
+			;
+		if ((kw == 4 && strncasecmp(k, "AUTH", 4) == 0) ||
+		    (kw == 8 && strncasecmp(k, "STARTTLS", 8) == 0) ||
+		    (kw == 7 && strncasecmp(k, "XCLIENT", 7) == 0) ||
+		    (kw == 8 && strncasecmp(k, "XFORWARD", 8) == 0))
+			continue;
+		if (kw == 8 && strncasecmp(k, "CHUNKING", 8) == 0)
+			t->chunking = 1;
+		ext_add(t, k, kw);
+		if (u + klen + 2 > sizeof(t->up_ehlo))
+			continue;
+		memcpy(t->up_ehlo + u, k, klen);
+		u += klen;
+		t->up_ehlo[u++] = '\n';
+		t->up_ehlo[u] = '\0';
+	}
+}
+
+/* Egress: the app's EHLO reply, from what the upstream offers. */
+static void
+app_ehlo_reply(struct smtp *t, struct smtp_io *io)
+{
+	const char *p = t->up_ehlo, *nl;
+	/* For apps that will not send mail without authenticating: AUTH is
+	 * offered, and whatever they send is taken and ignored. */
+	int offer = t->conf->app_auth == 2;
+
+	put(io->to_client, "250", 3);
+	put(io->to_client, *p != '\0' || offer ? "-" : " ", 1);
+	put(io->to_client, t->conf->hostname, strlen(t->conf->hostname));
+	put(io->to_client, "\r\n", 2);
+	for (; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+		put(io->to_client, nl[1] != '\0' || offer ? "250-" : "250 ", 4);
+		put(io->to_client, p, (size_t)(nl - p));
+		put(io->to_client, "\r\n", 2);
+	}
+	if (offer)
+		put(io->to_client, "250 AUTH PLAIN LOGIN\r\n", 22);
+}
+
+/* Egress: a reply during the upstream's setup (greeting, EHLO, STARTTLS,
+ * AUTH). Nothing of the app's passes before it completes, and it never
+ * goes on without TLS. */
+static void
+upstream_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
+    int code)
+{
+	enum slot s = fifo_head(t);
+	const struct smtp_conf *c = t->conf;
+	const char *mech = c->auth == 1 ? "PLAIN" : "LOGIN";
+	char params[256];
+	const char *why = NULL;
+
+	switch (s) {
+	case SLOT_UP_BANNER:
+		if (code != 220) {
+			why = "greeted with other than 220";
+			break;
+		}
+		putf(io->to_backend, "EHLO %s\r\n", c->helo);
+		fifo_replace_head(t, SLOT_UP_EHLO);
+		return;
+	case SLOT_UP_EHLO:
+		if (code != 250) {
+			why = "refused EHLO";
+			break;
+		}
+		if (!t->backend_tls) {
+			/* Never a plaintext fallback. */
+			if (!ehlo_params(p, n, "STARTTLS", params,
+			    sizeof(params))) {
+				why = "does not offer STARTTLS";
+				break;
+			}
+			put(io->to_backend, "STARTTLS\r\n", 10);
+			fifo_replace_head(t, SLOT_UP_STARTTLS);
+			return;
+		}
+		up_ehlo_record(t, p, n);
+		if (c->auth != 0) {
+			if (!ehlo_params(p, n, "AUTH", params, sizeof(params)) ||
+			    strcasestr(params, c->auth == 1 ? " PLAIN " :
+			    " LOGIN ") == NULL) {
+				logf_(t, SMTP_LOG_WARN, "upstream does not offer "
+				    "AUTH %s", mech);
+				why = "lacks the AUTH mechanism";
+				break;
+			}
+			t->auth_step = 0;
+			if (c->auth == 1) {
+				const char *parts[] = { "", c->auth_user,
+				    c->auth_pass };
+
+				up_auth_send(io, "AUTH PLAIN ", parts, 3);
+			} else {
+				put(io->to_backend, "AUTH LOGIN\r\n", 12);
+			}
+			fifo_replace_head(t, SLOT_UP_AUTH);
+			return;
+		}
+		goto ready;
+	case SLOT_UP_STARTTLS:
+		if (code != 220) {
+			why = "refused STARTTLS";
+			break;
+		}
+		/* Anything behind the 220 came in plaintext, where an attacker
+		 * may have put it: the client half of the NO STARTTLS attack. */
+		if (buf_len(io->backend_in) > n) {
+			why = "sent bytes after its 220 to STARTTLS";
+			break;
+		}
+		fifo_pop(t);
+		t->want_backend_tls = 1;
+		return;
+	case SLOT_UP_AUTH:
+		if (code == 334 && c->auth == 2 && t->auth_step < 2) {
+			up_auth_send(io, "", t->auth_step++ == 0 ?
+			    &c->auth_user : &c->auth_pass, 1);
+			return;
+		}
+		if (code != 235) {
+			logf_(t, SMTP_LOG_WARN, "upstream refused AUTH %s with "
+			    "%d", mech, code);
+			why = "refused AUTH";
+			break;
+		}
+		goto ready;
+	default:
+		break;
+	}
+	logf_(t, SMTP_LOG_WARN, "upstream %s (%d)", why ? why : "failed", code);
+	fifo_pop(t);
+	smtp_abort(t, io, ABORT_UPSTREAM);
+	return;
+
+ready:
+	/* TLS is up and verified, AUTH done: the app is greeted now. */
+	fifo_pop(t);
+	t->greeted = 1;
+	t->helo_done = 0;
+	putf(io->to_client, "220 %s ESMTP\r\n", c->hostname);
+	logf_(t, SMTP_LOG_DEBUG, "upstream ready");
+}
+
 /* Handle one complete backend reply for the slot at the head. */
 static void
 backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
@@ -913,6 +1255,26 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 	int ok = code / 100 == 2;
 
 	switch (s) {
+	case SLOT_UP_BANNER:
+	case SLOT_UP_EHLO:
+	case SLOT_UP_STARTTLS:
+	case SLOT_UP_AUTH:
+		upstream_reply(t, io, p, n, code);
+		return;
+	case SLOT_APP_EHLO:
+	case SLOT_APP_HELO:
+		/* The upstream's answer to our RSET stands for the EHLO. */
+		if (!ok) {
+			relay_reply(t, io, p, n);
+			break;
+		}
+		t->helo_done = 1;
+		if (s == SLOT_APP_EHLO)
+			app_ehlo_reply(t, io);
+		else
+			putf(io->to_client, "250 %s\r\n", t->conf->hostname);
+		count_reply(t, io, '2');
+		break;
 	case SLOT_BANNER:
 		if (t->conf->xclient && code == 220) {
 			xclient_begin(t, io, s);
@@ -1031,7 +1393,7 @@ static int
 slot_sends(enum slot s)
 {
 	return (s == SLOT_BANNER || s == SLOT_BANNER_HIDDEN || s == SLOT_EHLO ||
-	    s == SLOT_XC_EHLO);
+	    s == SLOT_XC_EHLO || (s >= SLOT_UP_BANNER && s <= SLOT_UP_AUTH));
 }
 
 /* Take complete replies from backend_in. Returns 1 if any was. */
@@ -1041,6 +1403,14 @@ backend_input(struct smtp *t, struct smtp_io *io)
 	size_t len;
 	int code, r, any = 0;
 
+	/* Egress: between the 220 to STARTTLS and the handshake nothing may
+	 * come in plaintext (see upstream_reply()). */
+	if (t->want_backend_tls && buf_len(io->backend_in) > 0) {
+		logf_(t, SMTP_LOG_WARN, "upstream sent bytes after its 220 to "
+		    "STARTTLS");
+		smtp_abort(t, io, ABORT_UPSTREAM);
+		return (1);
+	}
 	while (t->phase != PHASE_CLOSED && buf_len(io->backend_in) > 0) {
 		emit_local(t, io);
 		r = smtp_reply(buf_head(io->backend_in), buf_len(io->backend_in),
@@ -1072,8 +1442,8 @@ backend_input(struct smtp *t, struct smtp_io *io)
 		/* The rewritten EHLO reply adds at most one short line; a
 		 * rejected EHLO sends a HELO to the backend, a greeting may
 		 * start XCLIENT. */
-		if (buf_room(io->to_client) < len + 64 ||
-		    (slot_sends(fifo_head(t)) && buf_room(io->to_backend) < 512))
+		if (buf_room(io->to_client) < len + 640 ||
+		    (slot_sends(fifo_head(t)) && buf_room(io->to_backend) < 2048))
 			break;
 		backend_reply(t, io, buf_head(io->backend_in), len, code);
 		buf_consume(io->backend_in, len);
@@ -1154,6 +1524,25 @@ smtp_start(struct smtp *t, struct smtp_io *io)
 	case SMTP_MODE_IMPLICIT:
 		t->phase = PHASE_TLS_WAIT;
 		break;
+	case SMTP_MODE_EGRESS:
+		/* The app is greeted once the upstream is secured. */
+		t->want_backend = 1;
+		fifo_push(t, SLOT_UP_BANNER);
+		t->phase = PHASE_COMMAND;
+		break;
+	}
+}
+
+void
+smtp_backend_tls_done(struct smtp *t, struct smtp_io *io)
+{
+	t->backend_tls = 1;
+	/* After STARTTLS, whatever the upstream said before is forgotten and
+	 * EHLO is sent anew (RFC 3207 section 4.2); with implicit TLS its
+	 * greeting is still to come. */
+	if (t->count == 0) {
+		putf(io->to_backend, "EHLO %s\r\n", t->conf->helo);
+		fifo_push(t, SLOT_UP_EHLO);
 	}
 }
 

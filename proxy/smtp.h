@@ -20,7 +20,8 @@
 enum smtp_mode {
 	SMTP_MODE_IMPLICIT,		/* TLS from the first byte (465) */
 	SMTP_MODE_STARTTLS,		/* gateway talks alone until TLS (587) */
-	SMTP_MODE_OPPORTUNISTIC		/* relayed plaintext, STARTTLS added (25) */
+	SMTP_MODE_OPPORTUNISTIC,	/* relayed plaintext, STARTTLS added (25) */
+	SMTP_MODE_EGRESS		/* a local app in plaintext, TLS upstream */
 };
 
 /* How the client's bytes are read at this moment. */
@@ -32,6 +33,7 @@ enum smtp_phase {
 	PHASE_BDAT,		/* the rest of a BDAT chunk, relayed */
 	PHASE_BDAT_DISCARD,	/* the rest of a refused BDAT chunk, dropped */
 	PHASE_AUTH,		/* the next line answers a 334 */
+	PHASE_APP_AUTH,		/* egress: an app's AUTH line, taken locally */
 	PHASE_QUIT,		/* QUIT seen: nothing more is read */
 	PHASE_CLOSED,		/* closing: nothing more is read or written */
 	PHASE_MAX
@@ -48,6 +50,7 @@ enum smtp_abort {
 	ABORT_BACKEND_PROTOCOL,	/* the backend sent something that is not SMTP */
 	ABORT_BACKEND_REFUSED,	/* the backend greeted with other than 220 */
 	ABORT_BACKEND_XCLIENT,	/* the backend lacks or refused XCLIENT */
+	ABORT_UPSTREAM,		/* egress: no secure, authenticated upstream */
 	ABORT_SHUTDOWN,		/* the gateway is stopping */
 	ABORT_MAX
 };
@@ -64,6 +67,13 @@ struct smtp_conf {
 	unsigned	 max_errors;	/* 5xx replies in a row; 0: no limit */
 	int		 xclient;	/* tell the backend who the client is */
 	enum smtp_mode	 mode;
+	/* Egress: the upstream's EHLO name and credentials, and what an app's
+	 * own AUTH gets. */
+	const char	*helo;
+	int		 auth;		/* 0 none, 1 PLAIN, 2 LOGIN */
+	const char	*auth_user;
+	const char	*auth_pass;
+	int		 app_auth;	/* 0 ignore, 1 refuse, 2 offer and ignore */
 };
 
 /* The four buffers the tracker works between, and what the peers did. */
@@ -96,6 +106,10 @@ struct smtp {
 	unsigned		 skip_line:1;	/* dropping an over-long line */
 	unsigned		 bdat_last:1;
 	unsigned		 xc_relay:1;	/* XCLIENT's 220 goes to the client */
+	unsigned		 backend_tls:1;	/* egress: the upstream is encrypted */
+	unsigned		 want_backend_tls:1;	/* egress: start it now */
+	uint8_t			 auth_step;	/* egress: AUTH LOGIN rounds done */
+	uint8_t			 app_auth_left;	/* egress: app AUTH lines to take */
 
 	/* Flags for the session, which clears them once acted upon. */
 	unsigned		 want_backend:1;	/* connect it now */
@@ -115,6 +129,7 @@ struct smtp {
 	char			 exts[SMTP_EXTS];	/* " KW KW " the backend offers */
 	char			 xc_client[96];	/* "ADDR=... PORT=...", xtext */
 	char			 xc_local[96];	/* "DESTADDR=... DESTPORT=..." */
+	char			 up_ehlo[512];	/* egress: "KW params\n" for the app */
 };
 
 /* Set up a tracker for one session; nothing is allocated. */
@@ -130,6 +145,9 @@ void	smtp_tls_done(struct smtp *t, struct smtp_io *io);
  * before the backend's greeting arrives. */
 void	smtp_set_identity(struct smtp *t, const struct sockaddr *client,
 	    const struct sockaddr *local);
+/* Egress: the TLS handshake with the upstream completed (implicit TLS
+ * before its banner, or after its 220 to STARTTLS). */
+void	smtp_backend_tls_done(struct smtp *t, struct smtp_io *io);
 /* Process everything the buffers allow. Returns 1 when it consumed or
  * produced anything, 0 otherwise. */
 int	smtp_run(struct smtp *t, struct smtp_io *io);

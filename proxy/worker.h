@@ -4,6 +4,8 @@
 #define SMTPGATE_WORKER_H
 
 #include <ev.h>
+
+#include "../config/config.h"
 #include <openssl/ssl.h>
 #include <stdint.h>
 
@@ -16,6 +18,8 @@ struct worker {
 	struct ev_loop		*loop;
 	const struct config	*conf;
 	SSL_CTX			*ctx;
+	SSL_CTX			*up_ctx[CONFIG_MAX_UPSTREAMS];	/* per
+						 * [upstream:NAME] */
 	struct listener		*listeners;
 	struct session		*sessions;	/* all open sessions, a list */
 	unsigned		 nsessions;

@@ -89,6 +89,38 @@ fail_msg:
 	return (NULL);
 }
 
+SSL_CTX *
+tls_client_ctx_new(const struct config_upstream *u, char *err, size_t errlen)
+{
+	char e[256];
+	SSL_CTX *ctx;
+
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		snprintf(err, errlen, "SSL_CTX_new: %s", tls_error(e, sizeof(e)));
+		return (NULL);
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	if (!u->verify) {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		return (ctx);
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (u->ca_file != NULL ?
+	    SSL_CTX_load_verify_locations(ctx, u->ca_file, NULL) != 1 :
+	    SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		snprintf(err, errlen, "ca_file %s: %s", u->ca_file ? u->ca_file :
+		    "(system store)", tls_error(e, sizeof(e)));
+		SSL_CTX_free(ctx);
+		return (NULL);
+	}
+	return (ctx);
+}
+
 /* Map an operation's result to tls_io: the one place SSL_get_error runs. */
 static enum tls_io
 tls_result(SSL *ssl, int r)

@@ -23,6 +23,13 @@ enum tls_io {
  * X25519 first, tickets on. Returns NULL with a message in err. */
 SSL_CTX		*tls_ctx_new(const struct config_tls *c, char *err, size_t errlen);
 
+/* Build a client context for [upstream:NAME]: TLS 1.2 minimum, and unless
+ * verify = no, the chain checked against ca_file or the system store.
+ * Returns NULL with a message in err. */
+struct config_upstream;
+SSL_CTX		*tls_client_ctx_new(const struct config_upstream *u, char *err,
+		    size_t errlen);
+
 /* Each returns TLS_IO_OK with the byte count in *n_r, or why it could not. */
 enum tls_io	 tls_handshake(SSL *ssl);
 enum tls_io	 tls_read(SSL *ssl, void *p, size_t n, size_t *n_r);

@@ -557,7 +557,27 @@ static const struct bad_case {
 	{ "no listener", GATEWAY TLS,
 	    1, "test.ini: ", "no [listener:NAME] section" },
 	{ "empty file", "",
-	    2, "test.ini: ", "no [listener:NAME] section" },
+	    1, "test.ini: ", "no [listener:NAME] section" },
+	{ "egress without upstream", GATEWAY "[listener:out]\n"
+	    "address = 127.0.0.1:2525\nmode = egress\n", 1, "test.ini:3: ",
+	    "needs upstream = NAME" },
+	{ "upstream without host", "[listener:out]\naddress = 127.0.0.1:2525\n"
+	    "mode = egress\nupstream = relay\n[upstream:relay]\nports = 587\n",
+	    1, "test.ini:5: ", "upstream 'relay' has no host" },
+	{ "upstream bad port list", "[listener:out]\naddress = 127.0.0.1:2525\n"
+	    "mode = egress\nupstream = relay\n[upstream:relay]\n"
+	    "host = 127.0.0.1\nports = 587, 99999\n", 1, "test.ini:7: ",
+	    "expected up to 8 ports" },
+	{ "upstream auth without password", "[listener:out]\n"
+	    "address = 127.0.0.1:2525\nmode = egress\nupstream = relay\n"
+	    "[upstream:relay]\nhost = 127.0.0.1\nauth = plain\n"
+	    "username = u\n", 1, "test.ini:5: ",
+	    "auth needs username and password_file" },
+	{ "upstream missing password file", "[listener:out]\n"
+	    "address = 127.0.0.1:2525\nmode = egress\nupstream = relay\n"
+	    "[upstream:relay]\nhost = 127.0.0.1\n"
+	    "password_file = /nonexistent/pw\n", 1, "test.ini:7: ",
+	    "password_file /nonexistent/pw: No such file or directory" },
 	{ "syntax error", GATEWAY "this line has no equals sign\n" TLS
 	    LISTENER, 1, "test.ini:3: ", "syntax error" },
 	{ "unclosed section", GATEWAY TLS LISTENER "[timeouts\n",

@@ -16,6 +16,48 @@
 #define CAP	(16 * 1024 + 512)
 #define SEEN	(256 * 1024)
 
+/* Scripts */
+
+enum op {
+	END,
+	C,		/* the client sends */
+	B,		/* the backend sends */
+	WANT_C,		/* the client has received exactly this since last */
+	WANT_B,		/* the backend has received exactly this since last */
+	TLS,		/* the client's handshake completes */
+	BTLS,		/* egress: the upstream's handshake completes */
+	C_EOF,
+	B_EOF,
+	FLAGS,		/* exactly these flags: b(ackend) t(ls) c(lose)
+			 * u(pstream tls) */
+	ABORT_TO,	/* smtp_abort(ABORT_TIMEOUT) */
+	ABORT_DOWN,	/* smtp_abort(ABORT_BACKEND_DOWN) */
+	MSGS,		/* messages acknowledged so far: len */
+	LOG,		/* the log contains this */
+};
+
+struct step {
+	enum op		 op;
+	const char	*s;
+	size_t		 len;
+};
+
+#define S(op, str)	{ op, str, sizeof(str) - 1 }
+#define N(op)		{ op, NULL, 0 }
+#define COUNT(op, n)	{ op, NULL, n }
+
+struct script {
+	const char	*name;
+	enum smtp_mode	 mode;
+	int		 bare_reject;
+	size_t		 max_line;
+	struct step	 steps[40];
+	unsigned	 max_errors;	/* 0: off */
+	int		 xclient;	/* client 192.0.2.1:4567 to 198.51.100.2:465 */
+	int		 auth;		/* egress: 1 PLAIN, 2 LOGIN as apikey */
+	int		 app_auth;	/* egress: 0 ignore, 1 refuse, 2 offer */
+};
+
 struct harness {
 	struct smtp_conf	 conf;
 	struct smtp		 t;
@@ -83,8 +125,7 @@ h_run(struct harness *h)
 }
 
 static void
-h_init(struct harness *h, enum smtp_mode mode, int bare_reject, size_t max_line,
-    unsigned max_errors, int xclient, int bytewise)
+h_init(struct harness *h, const struct script *sc, int bytewise)
 {
 	struct sockaddr_in client = { .sin_family = AF_INET,
 	    .sin_port = htons(4567) };
@@ -94,11 +135,16 @@ h_init(struct harness *h, enum smtp_mode mode, int bare_reject, size_t max_line,
 
 	memset(h, 0, sizeof(*h));
 	h->conf.hostname = "gw.test";
-	h->conf.max_line = max_line ? max_line : 4096;
-	h->conf.bare_reject = bare_reject;
-	h->conf.max_errors = max_errors;
-	h->conf.xclient = xclient;
-	h->conf.mode = mode;
+	h->conf.max_line = sc->max_line ? sc->max_line : 4096;
+	h->conf.bare_reject = sc->bare_reject;
+	h->conf.mode = sc->mode;
+	h->conf.max_errors = sc->max_errors;
+	h->conf.xclient = sc->xclient;
+	h->conf.helo = "out.test";
+	h->conf.auth = sc->auth;
+	h->conf.auth_user = "apikey";
+	h->conf.auth_pass = "s3cret";
+	h->conf.app_auth = sc->app_auth;
 	h->bytewise = bytewise;
 	buf_init(&h->cin, CAP);
 	buf_init(&h->bin, CAP);
@@ -155,43 +201,6 @@ h_expect(const char *who, char *seen, size_t *len, const char *want,
 	*len = 0;
 }
 
-/* Scripts */
-
-enum op {
-	END,
-	C,		/* the client sends */
-	B,		/* the backend sends */
-	WANT_C,		/* the client has received exactly this since last */
-	WANT_B,		/* the backend has received exactly this since last */
-	TLS,		/* the client's handshake completes */
-	C_EOF,
-	B_EOF,
-	FLAGS,		/* exactly these flags: b(ackend) t(ls) c(lose) */
-	ABORT_TO,	/* smtp_abort(ABORT_TIMEOUT) */
-	ABORT_DOWN,	/* smtp_abort(ABORT_BACKEND_DOWN) */
-	MSGS,		/* messages acknowledged so far: len */
-	LOG,		/* the log contains this */
-};
-
-struct step {
-	enum op		 op;
-	const char	*s;
-	size_t		 len;
-};
-
-#define S(op, str)	{ op, str, sizeof(str) - 1 }
-#define N(op)		{ op, NULL, 0 }
-#define COUNT(op, n)	{ op, NULL, n }
-
-struct script {
-	const char	*name;
-	enum smtp_mode	 mode;
-	int		 bare_reject;
-	size_t		 max_line;
-	struct step	 steps[40];
-	unsigned	 max_errors;	/* 0: off */
-	int		 xclient;	/* client 192.0.2.1:4567 to 198.51.100.2:465 */
-};
 
 #define EHLO_LOCAL "250-gw.test\r\n250-PIPELINING\r\n" \
 	"250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n"
@@ -287,7 +296,7 @@ static const struct script scripts[] = {
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), N(ABORT_DOWN),
 		S(WANT_C, ""), N(TLS),
 		S(WANT_C, "421 4.4.1 gw.test Service not available, backend "
-		    "unreachable\r\n"), S(FLAGS, "btc"), N(END) } },
+		    "unreachable\r\n"), S(FLAGS, "bc"), N(END) } },
 	{ .name = "implicit: banner relayed after the handshake, even 554",
 	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		S(FLAGS, ""), N(TLS), S(FLAGS, "b"), S(C, "EHLO early\r\n"),
@@ -540,6 +549,76 @@ static const struct script scripts[] = {
 		S(WANT_C, "421 4.3.0 gw.test Service not available\r\n"),
 		S(LOG, "refused XCLIENT with 550"), S(WANT_B, ""),
 		S(FLAGS, "bc"), N(END) }, .xclient = 1 },
+	{ .name = "egress: STARTTLS, EHLO anew, AUTH PLAIN, then the app",
+	  .mode = SMTP_MODE_EGRESS, .auth = 1, .steps = {
+		S(FLAGS, "b"), S(C, "EHLO app\r\n"), S(WANT_C, ""),
+		S(B, "220 relay.test\r\n"), S(WANT_B, "EHLO out.test\r\n"),
+		S(B, "250-relay.test\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n"),
+		S(WANT_B, "STARTTLS\r\n"), S(B, "220 go ahead\r\n"),
+		S(FLAGS, "u"), N(BTLS), S(WANT_B, "EHLO out.test\r\n"),
+		S(B, "250-relay.test\r\n250-AUTH PLAIN LOGIN\r\n250-CHUNKING\r\n"
+		    "250-XCLIENT ADDR\r\n250 SIZE 1000\r\n"),
+		S(WANT_B, "AUTH PLAIN AGFwaWtleQBzM2NyZXQ=\r\n"), S(WANT_C, ""),
+		S(B, "235 2.7.0 ok\r\n"),
+		S(WANT_C, "220 gw.test ESMTP\r\n"), S(WANT_B, "RSET\r\n"),
+		S(B, "250 2.0.0 reset\r\n"),
+		S(WANT_C, "250-gw.test\r\n250-CHUNKING\r\n250 SIZE 1000\r\n"),
+		S(C, "STARTTLS\r\nAUTH PLAIN AHVAAHA=\r\nMAIL FROM:<a@x>\r\n"),
+		S(WANT_C, "502 5.5.1 Command not implemented\r\n"
+		    "235 2.7.0 Authentication successful\r\n"),
+		S(WANT_B, "MAIL FROM:<a@x>\r\n"), N(END) } },
+	{ .name = "egress: bytes after the 220 to STARTTLS abort",
+	  .mode = SMTP_MODE_EGRESS, .steps = {
+		S(FLAGS, "b"), S(B, "220 relay.test\r\n"),
+		S(B, "250-relay.test\r\n250 STARTTLS\r\n"),
+		S(WANT_B, "EHLO out.test\r\nSTARTTLS\r\n"),
+		S(B, "220 go ahead\r\n250-injected\r\n"),
+		S(WANT_C, "421 4.7.0 gw.test Service not available, no secure "
+		    "connection to the relay\r\n"),
+		S(LOG, "sent bytes after its 220 to STARTTLS"), S(FLAGS, "c"),
+		N(END) } },
+	{ .name = "egress: no STARTTLS offered is no plaintext fallback",
+	  .mode = SMTP_MODE_EGRESS, .auth = 2, .steps = {
+		S(FLAGS, "b"), S(C, "EHLO app\r\nMAIL FROM:<a@x>\r\n"),
+		S(B, "220 relay.test\r\n"),
+		S(B, "250-relay.test\r\n250 AUTH LOGIN\r\n"),
+		S(WANT_B, "EHLO out.test\r\n"),
+		S(WANT_C, "421 4.7.0 gw.test Service not available, no secure "
+		    "connection to the relay\r\n"),
+		S(LOG, "does not offer STARTTLS"), S(FLAGS, "c"), N(END) } },
+	{ .name = "egress: implicit TLS, AUTH LOGIN, app AUTH refused",
+	  .mode = SMTP_MODE_EGRESS, .auth = 2, .app_auth = 1, .steps = {
+		S(FLAGS, "b"), N(BTLS), S(WANT_B, ""),
+		S(B, "220 relay.test\r\n"),
+		S(B, "250-relay.test\r\n250 AUTH LOGIN\r\n"),
+		S(WANT_B, "EHLO out.test\r\nAUTH LOGIN\r\n"),
+		S(B, "334 VXNlcm5hbWU6\r\n"), S(WANT_B, "YXBpa2V5\r\n"),
+		S(B, "334 UGFzc3dvcmQ6\r\n"), S(WANT_B, "czNjcmV0\r\n"),
+		S(B, "235 ok\r\n"), S(WANT_C, "220 gw.test ESMTP\r\n"),
+		S(C, "AUTH LOGIN\r\n"),
+		S(WANT_C, "502 5.5.1 Command not implemented\r\n"), N(END) } },
+	{ .name = "egress: a refused AUTH upstream is a 421 to the app",
+	  .mode = SMTP_MODE_EGRESS, .auth = 1, .steps = {
+		N(BTLS), S(B, "220 relay.test\r\n"),
+		S(B, "250-relay.test\r\n250 AUTH PLAIN\r\n"),
+		S(B, "535 5.7.8 bad credentials\r\n"),
+		S(WANT_C, "421 4.7.0 gw.test Service not available, no secure "
+		    "connection to the relay\r\n"),
+		S(LOG, "refused AUTH PLAIN with 535"), N(END) } },
+	{ .name = "egress: app AUTH offered and ignored",
+	  .mode = SMTP_MODE_EGRESS, .app_auth = 2, .steps = {
+		N(BTLS), S(B, "220 relay.test\r\n"), S(B, "250 relay.test\r\n"),
+		S(WANT_C, "220 gw.test ESMTP\r\n"), S(C, "EHLO app\r\n"),
+		S(B, "250 ok\r\n"),
+		S(WANT_C, "250-gw.test\r\n250 AUTH PLAIN LOGIN\r\n"),
+		S(C, "AUTH LOGIN\r\nu\r\np\r\nAUTH PLAIN\r\nx\r\n"
+		    "AUTH CRAM-MD5\r\nAUTH LOGIN\r\n*\r\n"),
+		S(WANT_C, "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"
+		    "235 2.7.0 Authentication successful\r\n334 \r\n"
+		    "235 2.7.0 Authentication successful\r\n"
+		    "504 5.5.4 Unrecognized authentication type\r\n"
+		    "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n"),
+		S(WANT_B, "EHLO out.test\r\nRSET\r\n"), N(END) } },
 	{ .name = "implicit: no plaintext 421 before the handshake",
 	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(ABORT_TO), S(WANT_C, ""), S(FLAGS, "c"), N(END) } },
@@ -559,10 +638,12 @@ check_flags(struct harness *h, const char *want)
 		got[n++] = 't';
 	if (h->t.want_close)
 		got[n++] = 'c';
+	if (h->t.want_backend_tls)
+		got[n++] = 'u';
 	got[n] = '\0';
 	ck_assert_str_eq(got, want);
 	/* The session acts on these and clears them; so does the harness. */
-	h->t.want_backend = h->t.want_tls = 0;
+	h->t.want_backend = h->t.want_tls = h->t.want_backend_tls = 0;
 }
 
 START_TEST(test_script)
@@ -572,8 +653,7 @@ START_TEST(test_script)
 	struct harness h;
 	struct smtp_io io;
 
-	h_init(&h, sc->mode, sc->bare_reject, sc->max_line, sc->max_errors,
-	    sc->xclient, _i % 2);
+	h_init(&h, sc, _i % 2);
 	for (st = sc->steps; st->op != END; st++) {
 		switch (st->op) {
 		case C:
@@ -593,6 +673,11 @@ START_TEST(test_script)
 		case TLS:
 			h_io(&h, &io);
 			smtp_tls_done(&h.t, &io);
+			h_run(&h);
+			break;
+		case BTLS:
+			h_io(&h, &io);
+			smtp_backend_tls_done(&h.t, &io);
 			h_run(&h);
 			break;
 		case C_EOF:
@@ -681,7 +766,10 @@ START_TEST(test_body_property)
 	int round;
 
 	for (round = 0; round < 500; round++) {
-		h_init(&h, SMTP_MODE_IMPLICIT, 0, 0, 0, 0, round % 2);
+		static const struct script implicit = { .mode =
+		    SMTP_MODE_IMPLICIT };
+
+		h_init(&h, &implicit, round % 2);
 		{
 			struct smtp_io io;
 
