@@ -25,7 +25,8 @@ CFLAGS	+= -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 LDFLAGS	+= -fsanitize=address,undefined
 endif
 
-SRCS	 = proxy/buf.c proxy/log.c proxy/body.c proxy/smtp.c proxy/iptable.c \
+SRCS	 = proxy/buf.c proxy/log.c proxy/body.c proxy/smtp.c proxy/smtp_parse.c \
+	   proxy/smtp_egress.c proxy/iptable.c \
 	   proxy/proxyproto.c \
 	   proxy/endpoint.c \
 	   proxy/session.c proxy/listener.c tls/tls.c config/config.c

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "smtp.h"
+#include "smtp_int.h"
 
 const char *const smtp_phase_names[PHASE_MAX] = {
 	[PHASE_PLAIN] = "plain",
@@ -56,55 +56,6 @@ static const char *const abort_replies[ABORT_MAX] = {
 	[ABORT_SHUTDOWN] = "421 4.3.2 %s Service shutting down\r\n",
 };
 
-/*
- * FIFO slots. Below SLOT_LOCAL the backend answers; from SLOT_LOCAL on the
- * gateway answers with a fixed reply once the slot reaches the head.
- */
-enum slot {
-	SLOT_BANNER,		/* backend greeting, relayed */
-	SLOT_BANNER_HIDDEN,	/* backend greeting, the gateway greeted already */
-	SLOT_UP_BANNER,		/* egress: the upstream's greeting, hidden */
-	SLOT_UP_EHLO,		/* egress: the gateway's EHLO upstream */
-	SLOT_UP_STARTTLS,	/* egress: 220, then TLS at once */
-	SLOT_UP_AUTH,		/* egress: the gateway's AUTH upstream */
-	SLOT_APP_EHLO,		/* egress: an app's EHLO, as RSET upstream */
-	SLOT_APP_HELO,		/* egress: an app's HELO, likewise */
-	SLOT_XC_EHLO,		/* the gateway's own EHLO, before XCLIENT */
-	SLOT_XC_REPLY,		/* XCLIENT's 220: the greeting anew */
-	SLOT_EHLO,		/* reply rewritten */
-	SLOT_HELO_FALLBACK,	/* HELO sent for a rejected EHLO */
-	SLOT_HELO,
-	SLOT_DATA,		/* 354 opens the body */
-	SLOT_DATA_END,
-	SLOT_BDAT,
-	SLOT_BDAT_LAST,
-	SLOT_AUTH,		/* 334 asks for another line */
-	SLOT_QUIT,
-	SLOT_OTHER,
-	SLOT_LOCAL = 64,
-	LOCAL_EHLO = SLOT_LOCAL,
-	LOCAL_EHLO_MIN,
-	LOCAL_HELO,
-	LOCAL_OK,
-	LOCAL_QUIT,
-	LOCAL_STARTTLS,
-	LOCAL_530_TLS_FIRST,
-	LOCAL_538_AUTH_TLS,
-	LOCAL_501_STARTTLS,
-	LOCAL_501_SYNTAX,
-	LOCAL_503_TLS_ACTIVE,
-	LOCAL_503_HELO_FIRST,
-	LOCAL_502,
-	LOCAL_500_LONG,
-	LOCAL_500_SYNTAX,
-	LOCAL_BARE_REJECT,
-	LOCAL_235,
-	LOCAL_334_USER,
-	LOCAL_334_PASS,
-	LOCAL_334,
-	LOCAL_501_CANCEL,
-	LOCAL_504,
-};
 
 /* The gateway's own replies; %s is the configured hostname where used. */
 static const char *const local_replies[] = {
@@ -141,8 +92,8 @@ static const char *const local_replies[] = {
 	    "type\r\n",
 };
 
-static void __attribute__((format(printf, 3, 4)))
-logf_(struct smtp *t, enum smtp_log_level lvl, const char *fmt, ...)
+void
+smtp_logf(struct smtp *t, enum smtp_log_level lvl, const char *fmt, ...)
 {
 	char msg[256];
 	va_list ap;
@@ -163,21 +114,21 @@ fifo_full(const struct smtp *t)
 	return (t->count == SMTP_FIFO);
 }
 
-static void
-fifo_push(struct smtp *t, enum slot s)
+void
+smtp_fifo_push(struct smtp *t, enum slot s)
 {
 	t->slots[(t->head + t->count) % SMTP_FIFO] = (uint8_t)s;
 	t->count++;
 }
 
-static enum slot
-fifo_head(const struct smtp *t)
+enum slot
+smtp_fifo_head(const struct smtp *t)
 {
 	return ((enum slot)t->slots[t->head]);
 }
 
-static void
-fifo_pop(struct smtp *t)
+void
+smtp_fifo_pop(struct smtp *t)
 {
 	t->head = (t->head + 1) % SMTP_FIFO;
 	t->count--;
@@ -185,24 +136,24 @@ fifo_pop(struct smtp *t)
 		t->sync = 0;
 }
 
-static void
-fifo_replace_head(struct smtp *t, enum slot s)
+void
+smtp_fifo_replace(struct smtp *t, enum slot s)
 {
 	t->slots[t->head] = (uint8_t)s;
 }
 
 /* Output */
 
-static int
-put(struct buf *b, const char *p, size_t n)
+int
+smtp_put(struct buf *b, const char *p, size_t n)
 {
 	return (buf_append(b, p, n));
 }
 
 /* Append a reply template with each "%s" replaced by host (the templates
  * are data, not printf formats). Returns 0, or -1 when it does not fit. */
-static int
-putf(struct buf *b, const char *tmpl, const char *host)
+int
+smtp_putf(struct buf *b, const char *tmpl, const char *host)
 {
 	char tmp[640];
 	size_t n = 0, hl = strlen(host), l;
@@ -221,11 +172,11 @@ putf(struct buf *b, const char *tmpl, const char *host)
 	if (n + l > sizeof(tmp))
 		return (-1);
 	memcpy(tmp + n, tmpl, l);
-	return (put(b, tmp, n + l));
+	return (smtp_put(b, tmp, n + l));
 }
 
-static void
-close_after_flush(struct smtp *t, const char *reason)
+void
+smtp_close_after_flush(struct smtp *t, const char *reason)
 {
 	t->phase = PHASE_CLOSED;
 	t->want_close = 1;
@@ -235,115 +186,6 @@ close_after_flush(struct smtp *t, const char *reason)
 		t->close_reason = reason;
 }
 
-/* Parsers */
-
-int
-smtp_line(const char *p, size_t n, size_t max, size_t *len_r, size_t *used_r)
-{
-	const char *lf;
-	size_t scan = n < max ? n : max;
-
-	if ((lf = memchr(p, '\n', scan)) == NULL)
-		return (n >= max ? -1 : 0);
-	*used_r = (size_t)(lf - p) + 1;
-	*len_r = *used_r - 1;
-	if (*len_r > 0 && p[*len_r - 1] == '\r')
-		(*len_r)--;
-	return (1);
-}
-
-static int
-is_digit(char c)
-{
-	return (c >= '0' && c <= '9');
-}
-
-int
-smtp_reply(const char *p, size_t n, size_t *len_r, int *code_r)
-{
-	size_t off = 0, used, len;
-	int code = -1, c, r;
-
-	for (;;) {
-		r = smtp_line(p + off, n - off, SMTP_REPLY_LINE, &len, &used);
-		if (r != 1)
-			return (r == 0 && off + (n - off) < SMTP_REPLY_MAX ?
-			    0 : -1);
-		if (len < 3 || !is_digit(p[off]) || !is_digit(p[off + 1]) ||
-		    !is_digit(p[off + 2]) || p[off] < '2' || p[off] > '5')
-			return (-1);
-		c = (p[off] - '0') * 100 + (p[off + 1] - '0') * 10 +
-		    (p[off + 2] - '0');
-		if (code != -1 && c != code)
-			return (-1);
-		code = c;
-		if (len > 3 && p[off + 3] != ' ' && p[off + 3] != '-')
-			return (-1);
-		if (memchr(p + off, '\0', len) != NULL ||
-		    memchr(p + off, '\r', len) != NULL)
-			return (-1);
-		off += used;
-		if (off > SMTP_REPLY_MAX)
-			return (-1);
-		if (len == 3 || p[off - used + 3] == ' ') {
-			*len_r = off;
-			*code_r = code;
-			return (1);
-		}
-	}
-}
-
-/* Commands */
-
-enum verb {
-	VERB_UNKNOWN, VERB_EHLO, VERB_HELO, VERB_MAIL, VERB_RCPT, VERB_DATA,
-	VERB_BDAT, VERB_RSET, VERB_NOOP, VERB_QUIT, VERB_VRFY, VERB_EXPN,
-	VERB_HELP, VERB_AUTH, VERB_STARTTLS, VERB_XCLIENT, VERB_XFORWARD,
-};
-
-static const struct {
-	const char	*name;
-	enum verb	 verb;
-} verbs[] = {
-	{ "EHLO", VERB_EHLO }, { "HELO", VERB_HELO }, { "MAIL", VERB_MAIL },
-	{ "RCPT", VERB_RCPT }, { "DATA", VERB_DATA }, { "BDAT", VERB_BDAT },
-	{ "RSET", VERB_RSET }, { "NOOP", VERB_NOOP }, { "QUIT", VERB_QUIT },
-	{ "VRFY", VERB_VRFY }, { "EXPN", VERB_EXPN }, { "HELP", VERB_HELP },
-	{ "AUTH", VERB_AUTH }, { "STARTTLS", VERB_STARTTLS },
-	{ "XCLIENT", VERB_XCLIENT }, { "XFORWARD", VERB_XFORWARD },
-};
-
-struct cmd {
-	const char	*line;		/* without its terminator */
-	size_t		 len;
-	enum verb	 verb;
-	const char	*verb_p;
-	size_t		 verb_len;
-	const char	*arg;		/* after the first space; NULL if none */
-	size_t		 arg_len;
-};
-
-static void
-cmd_parse(struct cmd *c, const char *line, size_t len)
-{
-	const char *sp;
-	size_t i;
-
-	c->line = line;
-	c->len = len;
-	c->verb_p = line;
-	sp = memchr(line, ' ', len);
-	c->verb_len = sp ? (size_t)(sp - line) : len;
-	c->arg = sp ? sp + 1 : NULL;
-	c->arg_len = sp ? len - c->verb_len - 1 : 0;
-	c->verb = VERB_UNKNOWN;
-	for (i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		if (strlen(verbs[i].name) == c->verb_len &&
-		    strncasecmp(verbs[i].name, line, c->verb_len) == 0) {
-			c->verb = verbs[i].verb;
-			break;
-		}
-}
 
 /* Whether the backend's EHLO reply offered keyword kw (case-insensitive). */
 static int
@@ -359,8 +201,8 @@ ext_offered(const struct smtp *t, const char *kw, size_t n)
 	return (0);
 }
 
-static void
-ext_add(struct smtp *t, const char *kw, size_t n)
+void
+smtp_ext_add(struct smtp *t, const char *kw, size_t n)
 {
 	size_t used = strlen(t->exts);
 
@@ -376,42 +218,13 @@ ext_add(struct smtp *t, const char *kw, size_t n)
 	t->exts[used + n + 1] = '\0';
 }
 
-/*
- * Parse "BDAT size [LAST]" (RFC 3030 section 3). Returns 0 and fills size
- * and last, or -1 when the arguments are not of that form.
- */
-static int
-bdat_parse(const struct cmd *c, uint64_t *size_r, int *last_r)
-{
-	const char *p = c->arg, *end = c->arg + c->arg_len;
-	uint64_t n = 0;
-
-	if (p == NULL || p == end)
-		return (-1);
-	for (; p < end && is_digit(*p); p++) {
-		if (n > (UINT64_MAX - 9) / 10)
-			return (-1);
-		n = n * 10 + (uint64_t)(*p - '0');
-	}
-	if (p == c->arg)
-		return (-1);
-	*last_r = 0;
-	if (p < end) {
-		if (end - p != 5 || strncasecmp(p, " LAST", 5) != 0)
-			return (-1);
-		*last_r = 1;
-	}
-	*size_r = n;
-	return (0);
-}
-
 /* Queue a command to the backend: its line with CRLF, and its slot. */
 static void
 forward(struct smtp *t, struct smtp_io *io, const struct cmd *c, enum slot s)
 {
-	put(io->to_backend, c->line, c->len);
-	put(io->to_backend, "\r\n", 2);
-	fifo_push(t, s);
+	smtp_put(io->to_backend, c->line, c->len);
+	smtp_put(io->to_backend, "\r\n", 2);
+	smtp_fifo_push(t, s);
 }
 
 /* The client sent STARTTLS (its line is the first used bytes of client_in)
@@ -423,17 +236,17 @@ accept_starttls(struct smtp *t, struct smtp_io *io, size_t used)
 	size_t n = buf_len(io->client_in) - used;
 
 	if (n > 0)
-		logf_(t, SMTP_LOG_WARN, "discarded %zu bytes sent after "
+		smtp_logf(t, SMTP_LOG_WARN, "discarded %zu bytes sent after "
 		    "STARTTLS in plaintext", n);
 	buf_consume(io->client_in, buf_len(io->client_in));
-	fifo_push(t, LOCAL_STARTTLS);
+	smtp_fifo_push(t, LOCAL_STARTTLS);
 	t->phase = PHASE_TLS_WAIT;
 	/* RFC 3207 section 4.2 and 6: the backend session begins inside TLS,
 	 * with nothing said before it. It is connected now so that its banner
 	 * arrives during the handshake. */
 	if (t->conf->mode == SMTP_MODE_STARTTLS) {
 		t->want_backend = 1;
-		fifo_push(t, SLOT_BANNER_HIDDEN);
+		smtp_fifo_push(t, SLOT_BANNER_HIDDEN);
 	}
 }
 
@@ -448,29 +261,29 @@ command_plain(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 	case VERB_EHLO:
 	case VERB_HELO:
 		if (c->arg_len == 0)
-			fifo_push(t, LOCAL_501_SYNTAX);
+			smtp_fifo_push(t, LOCAL_501_SYNTAX);
 		else
-			fifo_push(t, c->verb == VERB_EHLO ? LOCAL_EHLO :
+			smtp_fifo_push(t, c->verb == VERB_EHLO ? LOCAL_EHLO :
 			    LOCAL_HELO);
 		break;
 	case VERB_NOOP:
 	case VERB_RSET:
-		fifo_push(t, LOCAL_OK);
+		smtp_fifo_push(t, LOCAL_OK);
 		break;
 	case VERB_QUIT:
-		fifo_push(t, LOCAL_QUIT);
+		smtp_fifo_push(t, LOCAL_QUIT);
 		t->phase = PHASE_QUIT;
 		break;
 	case VERB_STARTTLS:
 		if (c->arg != NULL)
-			fifo_push(t, LOCAL_501_STARTTLS);
+			smtp_fifo_push(t, LOCAL_501_STARTTLS);
 		else {
 			accept_starttls(t, io, used);
 			return (1);
 		}
 		break;
 	default:
-		fifo_push(t, LOCAL_530_TLS_FIRST);
+		smtp_fifo_push(t, LOCAL_530_TLS_FIRST);
 		break;
 	}
 	return (0);
@@ -478,8 +291,8 @@ command_plain(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 
 /* A command relayed to the backend, or refused on its way there (DESIGN.md
  * rule 5). As command_plain(), returns 1 when it consumed client_in. */
-static int
-command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
+int
+smtp_command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
     size_t used)
 {
 	uint64_t size;
@@ -488,9 +301,9 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 	switch (c->verb) {
 	case VERB_STARTTLS:
 		if (t->tls || t->conf->mode != SMTP_MODE_OPPORTUNISTIC)
-			fifo_push(t, LOCAL_503_TLS_ACTIVE);
+			smtp_fifo_push(t, LOCAL_503_TLS_ACTIVE);
 		else if (c->arg != NULL)
-			fifo_push(t, LOCAL_501_STARTTLS);
+			smtp_fifo_push(t, LOCAL_501_STARTTLS);
 		else {
 			accept_starttls(t, io, used);
 			return (1);
@@ -500,12 +313,12 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 	case VERB_XFORWARD:
 		/* The backend trusts the gateway's address; these would let
 		 * any client claim another identity. */
-		fifo_push(t, LOCAL_502);
+		smtp_fifo_push(t, LOCAL_502);
 		return (0);
 	case VERB_EHLO:
 	case VERB_HELO:
 		if (c->arg_len == 0 || c->arg_len >= sizeof(t->ehlo_arg)) {
-			fifo_push(t, LOCAL_501_SYNTAX);
+			smtp_fifo_push(t, LOCAL_501_SYNTAX);
 			return (0);
 		}
 		memcpy(t->ehlo_arg, c->arg, c->arg_len);
@@ -515,17 +328,17 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 		if (c->verb == VERB_HELO) {
 			forward(t, io, c, SLOT_HELO);
 		} else if (t->no_ehlo) {
-			put(io->to_backend, "HELO ", 5);
-			put(io->to_backend, c->arg, c->arg_len);
-			put(io->to_backend, "\r\n", 2);
-			fifo_push(t, SLOT_HELO_FALLBACK);
+			smtp_put(io->to_backend, "HELO ", 5);
+			smtp_put(io->to_backend, c->arg, c->arg_len);
+			smtp_put(io->to_backend, "\r\n", 2);
+			smtp_fifo_push(t, SLOT_HELO_FALLBACK);
 		} else {
 			forward(t, io, c, SLOT_EHLO);
 		}
 		return (0);
 	case VERB_AUTH:
 		if (!t->tls) {
-			fifo_push(t, LOCAL_538_AUTH_TLS);
+			smtp_fifo_push(t, LOCAL_538_AUTH_TLS);
 			return (0);
 		}
 		break;
@@ -542,7 +355,7 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 		break;
 	case VERB_UNKNOWN:
 		if (c->verb_len == 0 || !ext_offered(t, c->verb_p, c->verb_len)) {
-			fifo_push(t, LOCAL_502);
+			smtp_fifo_push(t, LOCAL_502);
 			return (0);
 		}
 		/* An extension command must end a pipelined group (RFC 2920
@@ -558,8 +371,8 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 	if (!t->helo_done && (c->verb == VERB_MAIL || c->verb == VERB_RCPT ||
 	    c->verb == VERB_DATA || c->verb == VERB_BDAT ||
 	    c->verb == VERB_AUTH)) {
-		fifo_push(t, LOCAL_503_HELO_FIRST);
-		if (c->verb == VERB_BDAT && bdat_parse(c, &size, &last) == 0) {
+		smtp_fifo_push(t, LOCAL_503_HELO_FIRST);
+		if (c->verb == VERB_BDAT && smtp_bdat_parse(c, &size, &last) == 0) {
 			t->bdat_left = size;
 			t->phase = size > 0 ? PHASE_BDAT_DISCARD : t->phase;
 		}
@@ -574,8 +387,8 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 		t->sync = 1;
 		break;
 	case VERB_BDAT:
-		if (bdat_parse(c, &size, &last) == -1) {
-			fifo_push(t, LOCAL_501_SYNTAX);
+		if (smtp_bdat_parse(c, &size, &last) == -1) {
+			smtp_fifo_push(t, LOCAL_501_SYNTAX);
 			break;
 		}
 		t->bdat_left = size;
@@ -583,7 +396,7 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 			/* A backend without CHUNKING would read the chunk as
 			 * commands: answer here and drop the chunk, as RFC 3030
 			 * asks of a refused BDAT. */
-			fifo_push(t, LOCAL_502);
+			smtp_fifo_push(t, LOCAL_502);
 			if (size > 0)
 				t->phase = PHASE_BDAT_DISCARD;
 			break;
@@ -605,86 +418,6 @@ command_relay(struct smtp *t, struct smtp_io *io, const struct cmd *c,
 		break;
 	}
 	return (0);
-}
-
-/*
- * Egress: the app talks to the gateway, which is already authenticated
- * upstream. Its EHLO and HELO are answered with what holds through the
- * gateway (after an RSET upstream, as a new EHLO resets a transaction); its
- * own AUTH is taken and ignored, or refused; STARTTLS is not offered. The
- * rest is relayed. Returns as command_relay().
- */
-static int
-command_egress(struct smtp *t, struct smtp_io *io, const struct cmd *c,
-    size_t used)
-{
-	const char *sp;
-	size_t alen;
-
-	switch (c->verb) {
-	case VERB_EHLO:
-	case VERB_HELO:
-		if (c->arg_len == 0) {
-			fifo_push(t, LOCAL_501_SYNTAX);
-			return (0);
-		}
-		put(io->to_backend, "RSET\r\n", 6);
-		fifo_push(t, c->verb == VERB_EHLO ? SLOT_APP_EHLO : SLOT_APP_HELO);
-		t->sync = 1;
-		return (0);
-	case VERB_STARTTLS:
-		fifo_push(t, LOCAL_502);
-		return (0);
-	case VERB_AUTH:
-		break;
-	default:
-		return (command_relay(t, io, c, used));
-	}
-	if (t->conf->app_auth == 1) {
-		fifo_push(t, LOCAL_502);
-		return (0);
-	}
-	/* RFC 4954: PLAIN takes one line (maybe in the command), LOGIN two
-	 * (the first maybe in the command). */
-	/* The line is not NUL-terminated: the mechanism ends at a space or at
-	 * the end of the argument. */
-	sp = c->arg != NULL ? memchr(c->arg, ' ', c->arg_len) : NULL;
-	alen = sp != NULL ? (size_t)(sp - c->arg) : c->arg_len;
-	if (c->arg != NULL && alen == 5 && strncasecmp(c->arg, "PLAIN", 5) == 0)
-		t->app_auth_left = c->arg_len > alen ? 0 : 1;
-	else if (c->arg != NULL && alen == 5 &&
-	    strncasecmp(c->arg, "LOGIN", 5) == 0)
-		t->app_auth_left = c->arg_len > alen ? 1 : 2;
-	else {
-		fifo_push(t, LOCAL_504);
-		return (0);
-	}
-	if (t->app_auth_left == 0) {
-		fifo_push(t, LOCAL_235);
-		return (0);
-	}
-	fifo_push(t, t->app_auth_left == 2 ? LOCAL_334_USER :
-	    alen == 5 && strncasecmp(c->arg, "LOGIN", 5) == 0 ? LOCAL_334_PASS :
-	    LOCAL_334);
-	t->phase = PHASE_APP_AUTH;
-	return (0);
-}
-
-/* Egress: one line of an app's AUTH exchange, taken and dropped. */
-static void
-app_auth_line(struct smtp *t, const char *p, size_t len)
-{
-	if (len == 1 && p[0] == '*') {
-		fifo_push(t, LOCAL_501_CANCEL);
-		t->phase = PHASE_COMMAND;
-		return;
-	}
-	if (--t->app_auth_left > 0) {
-		fifo_push(t, LOCAL_334_PASS);
-		return;
-	}
-	fifo_push(t, LOCAL_235);
-	t->phase = PHASE_COMMAND;
 }
 
 /*
@@ -718,7 +451,7 @@ client_command(struct smtp *t, struct smtp_io *io)
 		const char *lf = memchr(p, '\n', n);
 
 		if (!t->skip_line)
-			fifo_push(t, LOCAL_500_LONG);
+			smtp_fifo_push(t, LOCAL_500_LONG);
 		t->skip_line = lf == NULL;
 		buf_consume(io->client_in, lf ? (size_t)(lf - p) + 1 : n);
 		return (1);
@@ -728,34 +461,34 @@ client_command(struct smtp *t, struct smtp_io *io)
 	if (t->phase != PHASE_AUTH && t->phase != PHASE_APP_AUTH && (len == 0 ||
 	    memchr(p, '\r', len) != NULL || memchr(p, '\0', len) != NULL)) {
 		buf_consume(io->client_in, used);
-		fifo_push(t, LOCAL_500_SYNTAX);
+		smtp_fifo_push(t, LOCAL_500_SYNTAX);
 		return (1);
 	}
 
 	if (t->phase == PHASE_AUTH) {
 		/* An answer to a 334 is not a command (RFC 4954 section 4). */
-		put(io->to_backend, p, len);
-		put(io->to_backend, "\r\n", 2);
+		smtp_put(io->to_backend, p, len);
+		smtp_put(io->to_backend, "\r\n", 2);
 		buf_consume(io->client_in, used);
 		t->phase = PHASE_COMMAND;
 		return (1);
 	}
 
 	if (t->phase == PHASE_APP_AUTH) {
-		app_auth_line(t, p, len);
+		smtp_egress_auth_line(t, p, len);
 		buf_consume(io->client_in, used);
 		return (1);
 	}
 
 	/* The line stays in client_in until it is handled: it is read in
 	 * place, and accept_starttls() sees exactly what followed it. */
-	cmd_parse(&c, p, len);
+	smtp_cmd_parse(&c, p, len);
 	if (t->phase == PHASE_PLAIN)
 		r = command_plain(t, io, &c, used);
 	else if (t->conf->mode == SMTP_MODE_EGRESS)
-		r = command_egress(t, io, &c, used);
+		r = smtp_egress_command(t, io, &c, used);
 	else
-		r = command_relay(t, io, &c, used);
+		r = smtp_command_relay(t, io, &c, used);
 	if (!r)
 		buf_consume(io->client_in, used);
 	return (1);
@@ -772,13 +505,13 @@ body_input(struct smtp *t, struct smtp_io *io)
 	    buf_len(io->client_in), io->to_backend, &ended);
 	buf_consume(io->client_in, used);
 	if (t->body.bare && !was_bare)
-		logf_(t, SMTP_LOG_INFO, "bare CR or LF in message body, %s",
+		smtp_logf(t, SMTP_LOG_INFO, "bare CR or LF in message body, %s",
 		    t->conf->bare_reject ? "rejecting" : "normalized");
 	if (ended) {
 		t->phase = PHASE_COMMAND;
 		/* A rejected body never got its end of data: the backend's
 		 * transaction dies with the session. */
-		fifo_push(t, t->body.bare && t->body.drop ? LOCAL_BARE_REJECT :
+		smtp_fifo_push(t, t->body.bare && t->body.drop ? LOCAL_BARE_REJECT :
 		    SLOT_DATA_END);
 	}
 	return (used > 0);
@@ -797,7 +530,7 @@ bdat_scan(struct smtp *t, struct smtp_io *io)
 	if (n == 0)
 		return (0);
 	if (t->phase == PHASE_BDAT)
-		put(io->to_backend, buf_head(io->client_in), n);
+		smtp_put(io->to_backend, buf_head(io->client_in), n);
 	buf_consume(io->client_in, n);
 	t->bdat_left -= n;
 	if (t->bdat_left == 0)
@@ -827,7 +560,7 @@ client_input(struct smtp *t, struct smtp_io *io)
 		/* Plaintext that arrived after STARTTLS was accepted is never
 		 * executed; the session reads none, but be sure. */
 		if (buf_len(io->client_in) > 0) {
-			logf_(t, SMTP_LOG_WARN, "discarded %zu bytes sent after "
+			smtp_logf(t, SMTP_LOG_WARN, "discarded %zu bytes sent after "
 			    "STARTTLS in plaintext", buf_len(io->client_in));
 			buf_consume(io->client_in, buf_len(io->client_in));
 			return (1);
@@ -845,8 +578,8 @@ client_input(struct smtp *t, struct smtp_io *io)
 
 /* RFC 5321 section 7.8: a client that keeps failing is dropped, once
  * max_errors 5xx replies came in a row. cls is the reply's first digit. */
-static void
-count_reply(struct smtp *t, struct smtp_io *io, char cls)
+void
+smtp_count_reply(struct smtp *t, struct smtp_io *io, char cls)
 {
 	if (cls != '5') {
 		t->errors = 0;
@@ -855,9 +588,9 @@ count_reply(struct smtp *t, struct smtp_io *io, char cls)
 	if (t->conf->max_errors == 0 || ++t->errors < t->conf->max_errors ||
 	    t->phase == PHASE_CLOSED)
 		return;
-	putf(io->to_client, "421 4.7.0 %s Too many errors, closing "
+	smtp_putf(io->to_client, "421 4.7.0 %s Too many errors, closing "
 	    "connection\r\n", t->conf->hostname);
-	close_after_flush(t, "too many errors");
+	smtp_close_after_flush(t, "too many errors");
 }
 
 /* Emit local replies at the head of the FIFO. Returns 1 if any was. */
@@ -868,25 +601,25 @@ emit_local(struct smtp *t, struct smtp_io *io)
 	int any = 0;
 	enum slot s;
 
-	while (t->count > 0 && (s = fifo_head(t)) >= SLOT_LOCAL &&
+	while (t->count > 0 && (s = smtp_fifo_head(t)) >= SLOT_LOCAL &&
 	    t->phase != PHASE_CLOSED) {
 		if (buf_room(io->to_client) < 640)
 			break;
 		if (s == LOCAL_EHLO_MIN)
-			putf(io->to_client, !t->tls && t->conf->mode ==
+			smtp_putf(io->to_client, !t->tls && t->conf->mode ==
 			    SMTP_MODE_OPPORTUNISTIC ? "250-%s\r\n250 STARTTLS\r\n"
 			    : "250 %s\r\n", host);
 		else
-			putf(io->to_client, local_replies[s - SLOT_LOCAL], host);
-		fifo_pop(t);
+			smtp_putf(io->to_client, local_replies[s - SLOT_LOCAL], host);
+		smtp_fifo_pop(t);
 		any = 1;
 		if (s == LOCAL_STARTTLS)
 			t->want_tls = t->starttls_sent = 1;
 		else if (s == LOCAL_QUIT)
-			close_after_flush(t, "quit");
+			smtp_close_after_flush(t, "quit");
 		else if (s == LOCAL_BARE_REJECT)
-			close_after_flush(t, "bare CR or LF in message body");
-		count_reply(t, io, s == LOCAL_EHLO_MIN ? '2' :
+			smtp_close_after_flush(t, "bare CR or LF in message body");
+		smtp_count_reply(t, io, s == LOCAL_EHLO_MIN ? '2' :
 		    local_replies[s - SLOT_LOCAL][0]);
 	}
 	return (any);
@@ -894,17 +627,17 @@ emit_local(struct smtp *t, struct smtp_io *io)
 
 /* Copy a reply (a valid one: smtp_reply() said so) line by line, each
  * ending in CRLF. */
-static void
-relay_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n)
+void
+smtp_relay_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n)
 {
 	size_t off = 0, len, used;
 
 	while (off < n && smtp_line(p + off, n - off, n - off, &len, &used) == 1) {
-		put(io->to_client, p + off, len);
-		put(io->to_client, "\r\n", 2);
+		smtp_put(io->to_client, p + off, len);
+		smtp_put(io->to_client, "\r\n", 2);
 		off += used;
 	}
-	count_reply(t, io, p[0]);
+	smtp_count_reply(t, io, p[0]);
 }
 
 /*
@@ -940,7 +673,7 @@ ehlo_rewrite(struct smtp *t, struct buf *out, const char *p, size_t n)
 				continue;
 			if (kw == 8 && strncasecmp(k, "CHUNKING", 8) == 0)
 				t->chunking = 1;
-			ext_add(t, k, kw);
+			smtp_ext_add(t, k, kw);
 			if (nkept == sizeof(kept) / sizeof(kept[0]) - 1)
 				continue;
 		}
@@ -950,36 +683,12 @@ ehlo_rewrite(struct smtp *t, struct buf *out, const char *p, size_t n)
 	if (pre_tls)
 		kept[nkept] = "250 STARTTLS", kept_len[nkept++] = 12;
 	for (i = 0; i < nkept; i++) {
-		put(out, kept[i], 3);
-		put(out, i + 1 < nkept ? "-" : " ", 1);
+		smtp_put(out, kept[i], 3);
+		smtp_put(out, i + 1 < nkept ? "-" : " ", 1);
 		if (kept_len[i] > 4)
-			put(out, kept[i] + 4, kept_len[i] - 4);
-		put(out, "\r\n", 2);
+			smtp_put(out, kept[i] + 4, kept_len[i] - 4);
+		smtp_put(out, "\r\n", 2);
 	}
-}
-
-/*
- * The parameters of an EHLO keyword, e.g. XCLIENT's attribute names, copied
- * to out with spaces around them (" NAME ADDR "). Returns 1 when the reply
- * offers the keyword.
- */
-static int
-ehlo_params(const char *p, size_t n, const char *kw, char *out, size_t outlen)
-{
-	size_t off = 0, len, used, kwlen = strlen(kw);
-
-	while (off < n && smtp_line(p + off, n - off, n - off, &len, &used) == 1) {
-		const char *line = p + off;
-
-		off += used;
-		if (len < 4 + kwlen || strncasecmp(line + 4, kw, kwlen) != 0 ||
-		    (len > 4 + kwlen && line[4 + kwlen] != ' '))
-			continue;
-		snprintf(out, outlen, "%.*s ", (int)(len - 4 - kwlen),
-		    line + 4 + kwlen);
-		return (1);
-	}
-	return (0);
 }
 
 /* After the backend's 220: introduce the client with XCLIENT (Postfix's
@@ -988,8 +697,8 @@ static void
 xclient_begin(struct smtp *t, struct smtp_io *io, enum slot banner)
 {
 	t->xc_relay = banner == SLOT_BANNER;
-	putf(io->to_backend, "EHLO %s\r\n", t->conf->hostname);
-	fifo_replace_head(t, SLOT_XC_EHLO);
+	smtp_putf(io->to_backend, "EHLO %s\r\n", t->conf->hostname);
+	smtp_fifo_replace(t, SLOT_XC_EHLO);
 }
 
 static void
@@ -998,252 +707,28 @@ xclient_send(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 {
 	char attrs[256];
 
-	if (code != 250 || !ehlo_params(p, n, "XCLIENT", attrs, sizeof(attrs)) ||
+	if (code != 250 || !smtp_ehlo_params(p, n, "XCLIENT", attrs, sizeof(attrs)) ||
 	    strstr(attrs, " ADDR ") == NULL) {
-		logf_(t, SMTP_LOG_WARN, "backend does not offer XCLIENT ADDR "
+		smtp_logf(t, SMTP_LOG_WARN, "backend does not offer XCLIENT ADDR "
 		    "(EHLO got %d); refusing to relay with the gateway's "
 		    "address", code);
-		fifo_pop(t);
+		smtp_fifo_pop(t);
 		smtp_abort(t, io, ABORT_BACKEND_XCLIENT);
 		return;
 	}
 	/* PROTO=ESMTP: the client's HELO or EHLO is not known yet; it reaches
 	 * the backend itself after the new 220. */
-	put(io->to_backend, "XCLIENT ", 8);
-	put(io->to_backend, t->xc_client, strlen(t->xc_client));
+	smtp_put(io->to_backend, "XCLIENT ", 8);
+	smtp_put(io->to_backend, t->xc_client, strlen(t->xc_client));
 	if (strstr(attrs, " PROTO ") != NULL)
-		put(io->to_backend, " PROTO=ESMTP", 12);
+		smtp_put(io->to_backend, " PROTO=ESMTP", 12);
 	if (t->xc_local[0] != '\0' && strstr(attrs, " DESTADDR ") != NULL &&
 	    strstr(attrs, " DESTPORT ") != NULL) {
-		put(io->to_backend, " ", 1);
-		put(io->to_backend, t->xc_local, strlen(t->xc_local));
+		smtp_put(io->to_backend, " ", 1);
+		smtp_put(io->to_backend, t->xc_local, strlen(t->xc_local));
 	}
-	put(io->to_backend, "\r\n", 2);
-	fifo_replace_head(t, SLOT_XC_REPLY);
-}
-
-/* Base64 (RFC 4648) of n bytes, NUL-terminated; out holds 4 * (n + 2) / 3
- * + 1 bytes. */
-static void
-base64(const unsigned char *in, size_t n, char *out)
-{
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	    "0123456789+/";
-	size_t i;
-	unsigned v;
-
-	for (i = 0; i + 2 < n; i += 3) {
-		v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-		*out++ = tab[v >> 18];
-		*out++ = tab[(v >> 12) & 63];
-		*out++ = tab[(v >> 6) & 63];
-		*out++ = tab[v & 63];
-	}
-	if (i < n) {
-		v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0);
-		*out++ = tab[v >> 18];
-		*out++ = tab[(v >> 12) & 63];
-		*out++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-		*out++ = '=';
-	}
-	*out = '\0';
-}
-
-/* Egress: send one AUTH line: prefix, then the base64 of the parts joined
- * by NULs ("AUTH PLAIN " with "", user, password; or a bare LOGIN answer). */
-static void
-up_auth_send(struct smtp_io *io, const char *prefix, const char *const *parts,
-    int nparts)
-{
-	unsigned char raw[800];
-	char enc[sizeof(raw) * 4 / 3 + 8];
-	size_t n = 0, l;
-	int i;
-
-	for (i = 0; i < nparts; i++) {
-		if (i > 0)
-			raw[n++] = '\0';
-		/* The config loader bounds these; a longer one is cut, not
-		 * overrun. */
-		l = strnlen(parts[i], 380);
-		memcpy(raw + n, parts[i], l);
-		n += l;
-	}
-	base64(raw, n, enc);
-	put(io->to_backend, prefix, strlen(prefix));
-	put(io->to_backend, enc, strlen(enc));
-	put(io->to_backend, "\r\n", 2);
-	explicit_bzero(raw, sizeof(raw));
-	explicit_bzero(enc, sizeof(enc));
-}
-
-/*
- * Egress: the upstream's EHLO reply inside TLS. Its extensions, less AUTH,
- * STARTTLS, XCLIENT and XFORWARD, are what the app is offered; CHUNKING and
- * extension verbs are remembered for relaying.
- */
-static void
-up_ehlo_record(struct smtp *t, const char *p, size_t n)
-{
-	size_t off = 0, len, used, kw, u = 0;
-	int first = 1;
-
-	t->exts[0] = '\0';
-	t->up_ehlo[0] = '\0';
-	t->chunking = 0;
-	while (off < n && smtp_line(p + off, n - off, n - off, &len, &used) == 1) {
-		const char *k = p + off + 4;
-		size_t klen = len > 4 ? len - 4 : 0;
-
-		off += used;
-		if (first) {
-			first = 0;
-			continue;
-		}
-		for (kw = 0; kw < klen && k[kw] != ' ' && k[kw] != '='; kw++)
-			;
-		if ((kw == 4 && strncasecmp(k, "AUTH", 4) == 0) ||
-		    (kw == 8 && strncasecmp(k, "STARTTLS", 8) == 0) ||
-		    (kw == 7 && strncasecmp(k, "XCLIENT", 7) == 0) ||
-		    (kw == 8 && strncasecmp(k, "XFORWARD", 8) == 0))
-			continue;
-		if (kw == 8 && strncasecmp(k, "CHUNKING", 8) == 0)
-			t->chunking = 1;
-		ext_add(t, k, kw);
-		if (u + klen + 2 > sizeof(t->up_ehlo))
-			continue;
-		memcpy(t->up_ehlo + u, k, klen);
-		u += klen;
-		t->up_ehlo[u++] = '\n';
-		t->up_ehlo[u] = '\0';
-	}
-}
-
-/* Egress: the app's EHLO reply, from what the upstream offers. */
-static void
-app_ehlo_reply(struct smtp *t, struct smtp_io *io)
-{
-	const char *p = t->up_ehlo, *nl;
-	/* For apps that will not send mail without authenticating: AUTH is
-	 * offered, and whatever they send is taken and ignored. */
-	int offer = t->conf->app_auth == 2;
-
-	put(io->to_client, "250", 3);
-	put(io->to_client, *p != '\0' || offer ? "-" : " ", 1);
-	put(io->to_client, t->conf->hostname, strlen(t->conf->hostname));
-	put(io->to_client, "\r\n", 2);
-	for (; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
-		put(io->to_client, nl[1] != '\0' || offer ? "250-" : "250 ", 4);
-		put(io->to_client, p, (size_t)(nl - p));
-		put(io->to_client, "\r\n", 2);
-	}
-	if (offer)
-		put(io->to_client, "250 AUTH PLAIN LOGIN\r\n", 22);
-}
-
-/* Egress: a reply during the upstream's setup (greeting, EHLO, STARTTLS,
- * AUTH). Nothing of the app's passes before it completes, and it never
- * goes on without TLS. */
-static void
-upstream_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
-    int code)
-{
-	enum slot s = fifo_head(t);
-	const struct smtp_conf *c = t->conf;
-	const char *mech = c->auth == 1 ? "PLAIN" : "LOGIN";
-	char params[256];
-	const char *why = NULL;
-
-	switch (s) {
-	case SLOT_UP_BANNER:
-		if (code != 220) {
-			why = "greeted with other than 220";
-			break;
-		}
-		putf(io->to_backend, "EHLO %s\r\n", c->helo);
-		fifo_replace_head(t, SLOT_UP_EHLO);
-		return;
-	case SLOT_UP_EHLO:
-		if (code != 250) {
-			why = "refused EHLO";
-			break;
-		}
-		if (!t->backend_tls) {
-			/* Never a plaintext fallback. */
-			if (!ehlo_params(p, n, "STARTTLS", params,
-			    sizeof(params))) {
-				why = "does not offer STARTTLS";
-				break;
-			}
-			put(io->to_backend, "STARTTLS\r\n", 10);
-			fifo_replace_head(t, SLOT_UP_STARTTLS);
-			return;
-		}
-		up_ehlo_record(t, p, n);
-		if (c->auth != 0) {
-			if (!ehlo_params(p, n, "AUTH", params, sizeof(params)) ||
-			    strcasestr(params, c->auth == 1 ? " PLAIN " :
-			    " LOGIN ") == NULL) {
-				logf_(t, SMTP_LOG_WARN, "upstream does not offer "
-				    "AUTH %s", mech);
-				why = "lacks the AUTH mechanism";
-				break;
-			}
-			t->auth_step = 0;
-			if (c->auth == 1) {
-				const char *parts[] = { "", c->auth_user,
-				    c->auth_pass };
-
-				up_auth_send(io, "AUTH PLAIN ", parts, 3);
-			} else {
-				put(io->to_backend, "AUTH LOGIN\r\n", 12);
-			}
-			fifo_replace_head(t, SLOT_UP_AUTH);
-			return;
-		}
-		goto ready;
-	case SLOT_UP_STARTTLS:
-		if (code != 220) {
-			why = "refused STARTTLS";
-			break;
-		}
-		/* Anything behind the 220 came in plaintext, where an attacker
-		 * may have put it: the client half of the NO STARTTLS attack. */
-		if (buf_len(io->backend_in) > n) {
-			why = "sent bytes after its 220 to STARTTLS";
-			break;
-		}
-		fifo_pop(t);
-		t->want_backend_tls = 1;
-		return;
-	case SLOT_UP_AUTH:
-		if (code == 334 && c->auth == 2 && t->auth_step < 2) {
-			up_auth_send(io, "", t->auth_step++ == 0 ?
-			    &c->auth_user : &c->auth_pass, 1);
-			return;
-		}
-		if (code != 235) {
-			logf_(t, SMTP_LOG_WARN, "upstream refused AUTH %s with "
-			    "%d", mech, code);
-			why = "refused AUTH";
-			break;
-		}
-		goto ready;
-	default:
-		break;
-	}
-	logf_(t, SMTP_LOG_WARN, "upstream %s (%d)", why ? why : "failed", code);
-	fifo_pop(t);
-	smtp_abort(t, io, ABORT_UPSTREAM);
-	return;
-
-ready:
-	/* TLS is up and verified, AUTH done: the app is greeted now. */
-	fifo_pop(t);
-	t->greeted = 1;
-	t->helo_done = 0;
-	putf(io->to_client, "220 %s ESMTP\r\n", c->hostname);
-	logf_(t, SMTP_LOG_DEBUG, "upstream ready");
+	smtp_put(io->to_backend, "\r\n", 2);
+	smtp_fifo_replace(t, SLOT_XC_REPLY);
 }
 
 /* Handle one complete backend reply for the slot at the head. */
@@ -1251,7 +736,7 @@ static void
 backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
     int code)
 {
-	enum slot s = fifo_head(t);
+	enum slot s = smtp_fifo_head(t);
 	int ok = code / 100 == 2;
 
 	switch (s) {
@@ -1259,21 +744,21 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 	case SLOT_UP_EHLO:
 	case SLOT_UP_STARTTLS:
 	case SLOT_UP_AUTH:
-		upstream_reply(t, io, p, n, code);
+		smtp_egress_reply(t, io, p, n, code);
 		return;
 	case SLOT_APP_EHLO:
 	case SLOT_APP_HELO:
 		/* The upstream's answer to our RSET stands for the EHLO. */
 		if (!ok) {
-			relay_reply(t, io, p, n);
+			smtp_relay_reply(t, io, p, n);
 			break;
 		}
 		t->helo_done = 1;
 		if (s == SLOT_APP_EHLO)
-			app_ehlo_reply(t, io);
+			smtp_egress_ehlo_reply(t, io);
 		else
-			putf(io->to_client, "250 %s\r\n", t->conf->hostname);
-		count_reply(t, io, '2');
+			smtp_putf(io->to_client, "250 %s\r\n", t->conf->hostname);
+		smtp_count_reply(t, io, '2');
 		break;
 	case SLOT_BANNER:
 		if (t->conf->xclient && code == 220) {
@@ -1281,22 +766,22 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 			return;
 		}
 		t->greeted = 1;
-		relay_reply(t, io, p, n);
+		smtp_relay_reply(t, io, p, n);
 		break;
 	case SLOT_XC_EHLO:
 		xclient_send(t, io, p, n, code);
 		return;
 	case SLOT_XC_REPLY:
 		if (code != 220) {
-			logf_(t, SMTP_LOG_WARN, "backend refused XCLIENT with %d",
+			smtp_logf(t, SMTP_LOG_WARN, "backend refused XCLIENT with %d",
 			    code);
-			fifo_pop(t);
+			smtp_fifo_pop(t);
 			smtp_abort(t, io, ABORT_BACKEND_XCLIENT);
 			return;
 		}
 		t->greeted = 1;
 		if (t->xc_relay)
-			relay_reply(t, io, p, n);
+			smtp_relay_reply(t, io, p, n);
 		break;
 	case SLOT_BANNER_HIDDEN:
 		if (t->conf->xclient && code == 220) {
@@ -1305,8 +790,8 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 		}
 		t->greeted = 1;
 		if (code != 220) {
-			logf_(t, SMTP_LOG_WARN, "backend greeted with %d", code);
-			fifo_pop(t);
+			smtp_logf(t, SMTP_LOG_WARN, "backend greeted with %d", code);
+			smtp_fifo_pop(t);
 			smtp_abort(t, io, ABORT_BACKEND_REFUSED);
 			return;
 		}
@@ -1316,18 +801,18 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 			/* An RFC 821 server: say HELO for the client, and answer
 			 * its EHLO with what holds through the gateway. */
 			t->no_ehlo = 1;
-			put(io->to_backend, "HELO ", 5);
-			put(io->to_backend, t->ehlo_arg, strlen(t->ehlo_arg));
-			put(io->to_backend, "\r\n", 2);
-			fifo_replace_head(t, SLOT_HELO_FALLBACK);
+			smtp_put(io->to_backend, "HELO ", 5);
+			smtp_put(io->to_backend, t->ehlo_arg, strlen(t->ehlo_arg));
+			smtp_put(io->to_backend, "\r\n", 2);
+			smtp_fifo_replace(t, SLOT_HELO_FALLBACK);
 			return;
 		}
 		if (ok) {
 			ehlo_rewrite(t, io->to_client, p, n);
-			count_reply(t, io, '2');
+			smtp_count_reply(t, io, '2');
 			t->helo_done = 1;
 		} else {
-			relay_reply(t, io, p, n);
+			smtp_relay_reply(t, io, p, n);
 		}
 		break;
 	case SLOT_HELO_FALLBACK:
@@ -1335,11 +820,11 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 			t->helo_done = 1;
 			t->chunking = 0;
 			t->exts[0] = '\0';
-			fifo_replace_head(t, LOCAL_EHLO_MIN);
+			smtp_fifo_replace(t, LOCAL_EHLO_MIN);
 			emit_local(t, io);
 			return;
 		}
-		relay_reply(t, io, p, n);
+		smtp_relay_reply(t, io, p, n);
 		break;
 	case SLOT_HELO:
 		if (ok) {
@@ -1347,10 +832,10 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 			t->chunking = 0;
 			t->exts[0] = '\0';
 		}
-		relay_reply(t, io, p, n);
+		smtp_relay_reply(t, io, p, n);
 		break;
 	case SLOT_DATA:
-		relay_reply(t, io, p, n);
+		smtp_relay_reply(t, io, p, n);
 		if (code == 354) {
 			t->phase = PHASE_DATA;
 			body_init(&t->body, t->conf->bare_reject);
@@ -1358,12 +843,12 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 		break;
 	case SLOT_DATA_END:
 	case SLOT_BDAT_LAST:
-		relay_reply(t, io, p, n);
+		smtp_relay_reply(t, io, p, n);
 		if (ok)
 			t->messages++;
 		break;
 	case SLOT_AUTH:
-		relay_reply(t, io, p, n);
+		smtp_relay_reply(t, io, p, n);
 		if (code == 334) {
 			/* The exchange goes on: the slot stays at the head. */
 			t->phase = PHASE_AUTH;
@@ -1371,20 +856,20 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 		}
 		break;
 	case SLOT_QUIT:
-		relay_reply(t, io, p, n);
-		fifo_pop(t);
-		close_after_flush(t, "quit");
+		smtp_relay_reply(t, io, p, n);
+		smtp_fifo_pop(t);
+		smtp_close_after_flush(t, "quit");
 		return;
 	case SLOT_BDAT:
 	case SLOT_OTHER:
 	default:
-		relay_reply(t, io, p, n);
+		smtp_relay_reply(t, io, p, n);
 		break;
 	}
-	fifo_pop(t);
+	smtp_fifo_pop(t);
 	/* RFC 5321 section 3.8: 421 means the backend is closing. */
 	if (code == 421)
-		close_after_flush(t, "backend sent 421");
+		smtp_close_after_flush(t, "backend sent 421");
 }
 
 /* Whether the reply for slot s may make the gateway send the backend a
@@ -1404,9 +889,9 @@ backend_input(struct smtp *t, struct smtp_io *io)
 	int code, r, any = 0;
 
 	/* Egress: between the 220 to STARTTLS and the handshake nothing may
-	 * come in plaintext (see upstream_reply()). */
+	 * come in plaintext (see smtp_egress_reply()). */
 	if (t->want_backend_tls && buf_len(io->backend_in) > 0) {
-		logf_(t, SMTP_LOG_WARN, "upstream sent bytes after its 220 to "
+		smtp_logf(t, SMTP_LOG_WARN, "upstream sent bytes after its 220 to "
 		    "STARTTLS");
 		smtp_abort(t, io, ABORT_UPSTREAM);
 		return (1);
@@ -1418,21 +903,21 @@ backend_input(struct smtp *t, struct smtp_io *io)
 		if (r == 0)
 			break;
 		if (r == -1) {
-			logf_(t, SMTP_LOG_WARN, "backend sent an invalid reply");
+			smtp_logf(t, SMTP_LOG_WARN, "backend sent an invalid reply");
 			smtp_abort(t, io, ABORT_BACKEND_PROTOCOL);
 			return (1);
 		}
-		if (t->count == 0 || fifo_head(t) >= SLOT_LOCAL) {
+		if (t->count == 0 || smtp_fifo_head(t) >= SLOT_LOCAL) {
 			if (t->count == 0 && code == 421) {
 				/* An unsolicited 421 may come at any time. */
-				relay_reply(t, io, buf_head(io->backend_in),
+				smtp_relay_reply(t, io, buf_head(io->backend_in),
 				    len);
 				buf_consume(io->backend_in, len);
-				close_after_flush(t, "backend sent 421");
+				smtp_close_after_flush(t, "backend sent 421");
 				return (1);
 			}
 			if (t->count == 0) {
-				logf_(t, SMTP_LOG_WARN, "backend sent a reply "
+				smtp_logf(t, SMTP_LOG_WARN, "backend sent a reply "
 				    "nobody asked for");
 				smtp_abort(t, io, ABORT_BACKEND_PROTOCOL);
 				return (1);
@@ -1443,7 +928,7 @@ backend_input(struct smtp *t, struct smtp_io *io)
 		 * rejected EHLO sends a HELO to the backend, a greeting may
 		 * start XCLIENT. */
 		if (buf_room(io->to_client) < len + 640 ||
-		    (slot_sends(fifo_head(t)) && buf_room(io->to_backend) < 2048))
+		    (slot_sends(smtp_fifo_head(t)) && buf_room(io->to_backend) < 2048))
 			break;
 		backend_reply(t, io, buf_head(io->backend_in), len, code);
 		buf_consume(io->backend_in, len);
@@ -1513,12 +998,12 @@ smtp_start(struct smtp *t, struct smtp_io *io)
 {
 	switch (t->conf->mode) {
 	case SMTP_MODE_STARTTLS:
-		putf(io->to_client, "220 %s ESMTP\r\n", t->conf->hostname);
+		smtp_putf(io->to_client, "220 %s ESMTP\r\n", t->conf->hostname);
 		t->phase = PHASE_PLAIN;
 		break;
 	case SMTP_MODE_OPPORTUNISTIC:
 		t->want_backend = 1;
-		fifo_push(t, SLOT_BANNER);
+		smtp_fifo_push(t, SLOT_BANNER);
 		t->phase = PHASE_COMMAND;
 		break;
 	case SMTP_MODE_IMPLICIT:
@@ -1527,22 +1012,9 @@ smtp_start(struct smtp *t, struct smtp_io *io)
 	case SMTP_MODE_EGRESS:
 		/* The app is greeted once the upstream is secured. */
 		t->want_backend = 1;
-		fifo_push(t, SLOT_UP_BANNER);
+		smtp_fifo_push(t, SLOT_UP_BANNER);
 		t->phase = PHASE_COMMAND;
 		break;
-	}
-}
-
-void
-smtp_backend_tls_done(struct smtp *t, struct smtp_io *io)
-{
-	t->backend_tls = 1;
-	/* After STARTTLS, whatever the upstream said before is forgotten and
-	 * EHLO is sent anew (RFC 3207 section 4.2); with implicit TLS its
-	 * greeting is still to come. */
-	if (t->count == 0) {
-		putf(io->to_backend, "EHLO %s\r\n", t->conf->helo);
-		fifo_push(t, SLOT_UP_EHLO);
 	}
 }
 
@@ -1558,7 +1030,7 @@ smtp_tls_done(struct smtp *t, struct smtp_io *io)
 	t->phase = PHASE_COMMAND;
 	if (t->conf->mode == SMTP_MODE_IMPLICIT) {
 		t->want_backend = 1;
-		fifo_push(t, SLOT_BANNER);
+		smtp_fifo_push(t, SLOT_BANNER);
 	}
 	if (t->pending_abort != -1)
 		smtp_abort(t, io, (enum smtp_abort)t->pending_abort);
@@ -1577,8 +1049,8 @@ smtp_abort(struct smtp *t, struct smtp_io *io, enum smtp_abort why)
 	}
 	/* Before an implicit handshake the client cannot read plaintext. */
 	if (t->tls || t->conf->mode != SMTP_MODE_IMPLICIT)
-		putf(io->to_client, abort_replies[why], t->conf->hostname);
-	close_after_flush(t, smtp_abort_names[why]);
+		smtp_putf(io->to_client, abort_replies[why], t->conf->hostname);
+	smtp_close_after_flush(t, smtp_abort_names[why]);
 }
 
 int
@@ -1610,13 +1082,13 @@ smtp_run(struct smtp *t, struct smtp_io *io)
 		if (t->phase == PHASE_DATA || t->phase == PHASE_BDAT) {
 			/* An unfinished message is abandoned: the backend never
 			 * sees its end (RFC 5321 section 4.1.1.5). */
-			close_after_flush(t, "client closed during message");
+			smtp_close_after_flush(t, "client closed during message");
 			return (1);
 		}
 		/* A client that half-closed after QUIT still gets its replies
 		 * before the close. */
 		if (t->count == 0) {
-			close_after_flush(t, "client closed");
+			smtp_close_after_flush(t, "client closed");
 			return (1);
 		}
 	}
@@ -1640,5 +1112,5 @@ smtp_wants_client_input(const struct smtp *t)
 int
 smtp_awaits_backend(const struct smtp *t)
 {
-	return (t->count > 0 && fifo_head(t) < SLOT_LOCAL);
+	return (t->count > 0 && smtp_fifo_head(t) < SLOT_LOCAL);
 }
