@@ -107,7 +107,10 @@ identity_header(struct session *s)
 		    (struct sockaddr *)&s->local_sa, &n);
 	else if (s->l->identity != CONFIG_ID_PROXY_V2)
 		return;
-	else if (s->client.handshaking) {
+	else if (s->l->smtp.mode == SMTP_MODE_STARTTLS &&
+	    (s->client.ssl == NULL || s->client.handshaking)) {
+		/* Connected when STARTTLS was accepted: the handshake is
+		 * still to come. */
 		s->identity_pending = 1;
 		return;
 	} else

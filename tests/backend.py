@@ -17,7 +17,10 @@ msg-N.env.
 Options that make it misbehave, for tests: --banner, --no-ehlo, --ext,
 --lenient (treats a bare LF or bare CR as a line end: vulnerable to SMTP
 smuggling), --close-after-data, --no-reply-after-data, --reply-delay,
---auth-fail. A RCPT whose address contains "reject" gets 550.
+--auth-fail, --reset-in-data (a TCP reset inside a DATA body), --long-reply
+and --bad-reply (an over-long or malformed reply to one command, or to the
+end of data), --xclient-reply (XCLIENT's reply when --ext offers it). A RCPT
+whose address contains "reject" gets 550.
 
 Only the Python standard library is used. Exits 0 on SIGTERM/SIGINT.
 """
@@ -29,6 +32,7 @@ import re
 import selectors
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -68,6 +72,16 @@ class Server:
         lines = banner.replace("\\r\\n", "\n").replace("\\n", "\n").split("\n")
         self.banner = "".join(l.rstrip("\r") + "\r\n" for l in lines).encode("utf-8", "surrogateescape")
         self.banner_refuses = not banner.startswith("2")
+        # KEY (a verb, or END for the end of data) -> raw reply bytes
+        self.overrides = {}
+        for item in opts.long_reply or ():
+            key, _, n = item.partition("=")
+            n = int(n)
+            line = b"250 " + b"x" * max(0, n - 6) + b"\r\n"
+            self.overrides[key.strip().upper()] = line
+        for item in opts.bad_reply or ():
+            key, _, text = item.partition("=")
+            self.overrides[key.strip().upper()] = _unescape(text)
 
     # --- shared resources ------------------------------------------------
 
@@ -365,6 +379,13 @@ class Session:
         if self.srv.banner_refuses and verb != b"QUIT":
             self.reply("503 5.5.1 No service, only QUIT")
             return True
+        override = self.srv.overrides.get(verb.decode("latin-1"))
+        if override is not None and verb != b"END":
+            # the scripted reply instead of the real one; no state changes
+            self.srv.say("[backend] connection %d: scripted reply to %s"
+                         % (self.cid, verb.decode("latin-1")))
+            self.send_now(override)
+            return verb != b"QUIT"
         if verb == b"QUIT":
             self.reply("221 2.0.0 backend.test closing")
             return False
@@ -416,9 +437,27 @@ class Session:
             self.reply("454 4.7.0 TLS not available")
             return True
         if verb in (b"XCLIENT", b"XFORWARD") and verb.decode() in self.srv.ext_words:
+            if verb == b"XCLIENT" and self.opts.xclient_reply is not None:
+                return self.do_xclient(arg)
             self.reply("250 2.0.0 Ok")
             return True
         self.reply("500 5.5.1 Command unrecognized")
+        return True
+
+    def do_xclient(self, arg):
+        """XCLIENT as Postfix answers it (--xclient-reply 220): a new
+        greeting, and the session starts over (EHLO again). Any other code:
+        refused, nothing changes."""
+        code = self.opts.xclient_reply
+        self.srv.say("[backend] connection %d: XCLIENT %s -> %d"
+                     % (self.cid, arg.decode("utf-8", "replace"), code))
+        if code == 220:
+            self.helo = None
+            self.authed = False
+            self.reset()
+            self.reply("220 backend.test ESMTP fake (after XCLIENT)")
+        else:
+            self.reply("%d %d.7.0 XCLIENT refused" % (code, code // 100))
         return True
 
     def do_mail(self, line, arg):
@@ -463,6 +502,8 @@ class Session:
             self.reply("503 5.5.1 Bad sequence of commands")
             return True
         self.reply("354 End data with <CR><LF>.<CR><LF>")
+        if self.opts.reset_in_data is not None:
+            self.reset_after(self.opts.reset_in_data)
         content = self.read_data()
         return self.finish_message(content)
 
@@ -485,7 +526,27 @@ class Session:
             return True
         return self.finish_message(b"".join(self.chunks))
 
+    def reset_after(self, n):
+        """Read until n body bytes are in, then close with a TCP reset
+        (SO_LINGER 0): no reply, no end of data."""
+        while len(self.buf) < n:
+            self.recv_more()
+        self.srv.say("[backend] connection %d: reset after %d body bytes" % (self.cid, len(self.buf)))
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.sock.close()
+        except OSError:
+            pass
+        raise Closed()
+
     def finish_message(self, content):
+        override = self.srv.overrides.get("END")
+        if override is not None:
+            self.srv.say("[backend] connection %d: scripted reply to the end of data, "
+                         "message not stored" % self.cid)
+            self.reset()
+            self.send_now(override)
+            return True
         if self.opts.close_after_data:
             self.srv.say("[backend] connection %d: closing after data, no reply" % self.cid)
             raise Closed()
@@ -558,6 +619,30 @@ def _is_b64(data):
         return False
 
 
+def _unescape(text):
+    """'\\r', '\\n', '\\t', '\\0', '\\\\' and '\\xHH' in a command-line argument, as bytes."""
+    out = bytearray()
+    raw = text.encode("utf-8", "surrogateescape")
+    i = 0
+    simple = {ord("r"): b"\r", ord("n"): b"\n", ord("t"): b"\t", ord("0"): b"\0",
+              ord("\\"): b"\\"}
+    while i < len(raw):
+        c = raw[i]
+        if c == ord("\\") and i + 1 < len(raw):
+            nxt = raw[i + 1]
+            if nxt in simple:
+                out += simple[nxt]
+                i += 2
+                continue
+            if nxt == ord("x") and i + 4 <= len(raw):
+                out.append(int(raw[i + 2:i + 4], 16))
+                i += 4
+                continue
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
 def parse_listen(text):
     m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", text)
     if m:
@@ -595,6 +680,18 @@ def main(argv=None):
     p.add_argument("--auth-fail", action="store_true", help="reject every AUTH with 535")
     p.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="close a connection idle this long (default 300)")
+    p.add_argument("--reset-in-data", type=int, default=None, metavar="N",
+                   help="after a 354, read N body bytes, then close with a TCP reset")
+    p.add_argument("--long-reply", action="append", metavar="KEY=LEN",
+                   help="answer KEY (a verb, or END: the end of data) with one 250 line of "
+                   "LEN bytes, CRLF included; may repeat")
+    p.add_argument("--bad-reply", action="append", metavar="KEY=TEXT",
+                   help="answer KEY (a verb, or END) with TEXT sent as is (\\r, \\n, \\xHH "
+                   "escapes; add the CRLF yourself); the message is not stored; may repeat")
+    p.add_argument("--xclient-reply", type=int, default=None, metavar="CODE",
+                   help="answer XCLIENT (when --ext offers it) with CODE instead of 250: 220 "
+                   "is a new greeting that starts the session over (as Postfix does), "
+                   "anything else a refusal")
     opts = p.parse_args(argv)
 
     family, host, port = opts.listen

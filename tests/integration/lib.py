@@ -912,3 +912,514 @@ class SharedGatewayTest(IntegrationTest):
     def setUp(self):
         super().setUp()
         self.check_shared_alive()
+
+
+# --------------------------------------------------------------------------
+# hardening helpers: [limits], client source addresses, raw TLS bytes, many
+# connections, the gateway's fds and memory (tests/integration/test_hardening.py)
+
+def limits_section(extra=None, **limits):
+    """`extra=` for Gateway with a [limits] section, e.g.
+    limits_section(per_ip_connections=3, max_errors=0). Other sections in
+    `extra` are kept."""
+    out = dict(extra or {})
+    out["limits"] = {k: str(v) for k, v in limits.items()}
+    return out
+
+
+class SourcedClient(SMTPClient):
+    """An SMTPClient whose connection comes from a chosen local address
+    (any 127.0.0.0/8 address works on Linux loopback), so that per-address
+    limits are measured apart from the readiness probes and other clients,
+    which connect from 127.0.0.1."""
+
+    def __init__(self, port, source, host="127.0.0.1", tls=False, ctx=None,
+                 server_hostname="gw.test", timeout=REPLY_TIMEOUT):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0))
+        self.buf = b""
+        self.tls = False
+        if tls:
+            self.wrap(ctx, server_hostname)
+
+
+def raw_until_closed(sock, timeout):
+    """Read a raw socket until the peer closes (or resets); return
+    (bytes, seconds taken). Raises Timeout if it is still open."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    got = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout("connection still open after %.1fs (got %r)" % (timeout, got[:200]))
+        sock.settimeout(max(0.01, left))
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            return got, time.monotonic() - t0
+        got += data
+
+
+class MemoryTLS:
+    """A TLS client driven through memory BIOs over a raw socket, so the test
+    decides when (and how fast) each handshake byte goes out."""
+
+    def __init__(self, sock, ctx=None, server_hostname="gw.test"):
+        self.sock = sock
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.obj = (ctx or client_context()).wrap_bio(self.inc, self.out,
+                                                      server_hostname=server_hostname)
+        self.error = None
+
+    def client_hello(self):
+        """The first flight (the ClientHello record), not sent."""
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return self.out.read()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _feed(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout("TLS peer silent")
+        self.sock.settimeout(max(0.01, left))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise Timeout("TLS peer silent")
+        except OSError:
+            data = b""
+        if data:
+            self.inc.write(data)
+        else:
+            self.inc.write_eof()
+        return bool(data)
+
+    def handshake(self, timeout):
+        """Go on with the handshake (sending what is pending). True once it
+        completes; False when the peer closed or the handshake failed
+        (self.error says how). Raises Timeout if the peer stays silent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.obj.do_handshake()
+                self._flush()
+                return True
+            except ssl.SSLWantReadError:
+                try:
+                    self._flush()
+                except OSError as e:
+                    self.error = e
+                    return False
+                self._feed(deadline)
+            except (ssl.SSLError, OSError) as e:
+                self.error = e
+                return False
+
+    def send(self, data):
+        self.obj.write(data)
+        self._flush()
+
+    def recv_line(self, timeout):
+        """Decrypted bytes up to and including the next LF; b"" at EOF."""
+        deadline = time.monotonic() + timeout
+        got = b""
+        while not got.endswith(b"\n"):
+            try:
+                got += self.obj.read(1)
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return got
+            if not self._feed(deadline):
+                try:
+                    got += self.obj.read(65536)
+                except ssl.SSLError:
+                    pass
+                return got
+        return got
+
+
+def raise_nofile(want=None):
+    """Raise this process's RLIMIT_NOFILE soft limit (to the hard limit, or
+    to `want` if that is lower). Returns the new soft limit. Child processes
+    started afterwards inherit it."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    new = top if want is None else min(top, max(soft, want))
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def proc_fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def proc_rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def proc_tcp_states(pid):
+    """{TCP state (hex, as in /proc/net/tcp: "01" established, "0A" listen,
+    "08" close-wait ...): count} over the sockets that process `pid` holds."""
+    states = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 9:
+                        states[parts[9]] = parts[3]
+        except OSError:
+            pass
+    out = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        m = re.match(r"socket:\[(\d+)\]$", target)
+        if m and m.group(1) in states:
+            st = states[m.group(1)]
+            out[st] = out.get(st, 0) + 1
+    return out
+
+
+def open_greeted(port, n, timeout, host="127.0.0.1", source=None):
+    """Open n plain TCP connections to `port` and read one reply line on
+    each. Returns (sockets, first lines) in connection order; a connection
+    closed before a whole line gets its partial bytes. Raises Timeout when
+    not all n lines (or closes) came within `timeout` seconds. The caller
+    closes the sockets (also on failure: they are attached to the
+    exception as .socks)."""
+    import selectors
+    deadline = time.monotonic() + timeout
+    socks = []
+    try:
+        for _ in range(n):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout("only %d of %d connections made in %.0fs" % (len(socks), n, timeout))
+            s = socket.create_connection((host, port), timeout=min(5.0, left),
+                                         source_address=(source, 0) if source else None)
+            s.setblocking(False)
+            socks.append(s)
+        bufs = [b""] * n
+        done = [False] * n
+        pending = n
+        sel = selectors.DefaultSelector()
+        for i, s in enumerate(socks):
+            sel.register(s, selectors.EVENT_READ, i)
+        try:
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout("%d of %d connections got no reply line in %.0fs"
+                                  % (pending, n, timeout))
+                for key, _ in sel.select(timeout=min(left, 1.0)):
+                    i = key.data
+                    try:
+                        data = socks[i].recv(4096)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    bufs[i] += data
+                    if not data or b"\n" in bufs[i]:
+                        done[i] = True
+                        pending -= 1
+                        sel.unregister(socks[i])
+        finally:
+            sel.close()
+        for s in socks:
+            s.setblocking(True)
+        return socks, [b.split(b"\n")[0] + (b"\n" if b"\n" in b else b"") for b in bufs]
+    except BaseException as e:
+        e.socks = socks
+        raise
+
+
+def is_sanitized_binary(path=None):
+    """True if the gateway binary links AddressSanitizer (RSS is not
+    meaningful then: freed memory sits in ASan's quarantine)."""
+    path = path or gateway_bin()
+    try:
+        with open(path, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------
+# client identity helpers: PROXY protocol headers (both directions), a client
+# behind a load balancer, the TCP connections a process holds, HAProxy
+# (tests/integration/test_identity.py)
+
+import struct  # noqa: E402
+
+PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+PP2_TYPE_ALPN = 0x01
+PP2_TYPE_AUTHORITY = 0x02
+PP2_TYPE_NOOP = 0x04
+PP2_TYPE_SSL = 0x20
+PP2_SUBTYPE_SSL_VERSION = 0x21
+PP2_SUBTYPE_SSL_CN = 0x22
+PP2_SUBTYPE_SSL_CIPHER = 0x23
+PP2_CLIENT_SSL = 0x01
+
+
+def proxy_v1(src, dst):
+    """A PROXY v1 line for a connection from src to dst, (host, port)
+    each; TCP6 when the hosts are IPv6."""
+    fam = "TCP6" if ":" in src[0] else "TCP4"
+    return ("PROXY %s %s %s %d %d\r\n" % (fam, src[0], dst[0], src[1], dst[1])).encode()
+
+
+def proxy_v2(src=None, dst=None, local=False, tlvs=()):
+    """A PROXY v2 header: command PROXY over TCP from src to dst ((host,
+    port) each), or with local=True a LOCAL command (a health check) with
+    no address. tlvs: (type, value bytes) pairs appended as they are."""
+    if local:
+        ver_cmd, fam, body = 0x20, 0x00, b""
+    elif src is None:
+        ver_cmd, fam, body = 0x21, 0x00, b""          # PROXY, family UNSPEC
+    elif ":" in src[0]:
+        ver_cmd, fam = 0x21, 0x21
+        body = (socket.inet_pton(socket.AF_INET6, src[0]) + socket.inet_pton(socket.AF_INET6, dst[0])
+                + struct.pack("!HH", src[1], dst[1]))
+    else:
+        ver_cmd, fam = 0x21, 0x11
+        body = (socket.inet_pton(socket.AF_INET, src[0]) + socket.inet_pton(socket.AF_INET, dst[0])
+                + struct.pack("!HH", src[1], dst[1]))
+    for t, v in tlvs:
+        body += struct.pack("!BH", t, len(v)) + v
+    return PROXY_V2_SIG + bytes([ver_cmd, fam]) + struct.pack("!H", len(body)) + body
+
+
+def _tlvs(data):
+    out = []
+    i = 0
+    while i < len(data):
+        if i + 3 > len(data):
+            raise ValueError("truncated TLV at %d: %r" % (i, data[i:]))
+        t, n = struct.unpack("!BH", data[i:i + 3])
+        if i + 3 + n > len(data):
+            raise ValueError("TLV 0x%02x of length %d overruns the header" % (t, n))
+        out.append((t, data[i + 3:i + 3 + n]))
+        i += 3 + n
+    return out
+
+
+def parse_proxy(data):
+    """Decode the PROXY header at the start of `data` (v1 or v2). Returns
+    None while it is incomplete, else (header dict, its length); raises
+    ValueError when it cannot be one. The dict has version, command
+    ("PROXY" / "LOCAL"), family ("TCP4" / "TCP6" / "UNKNOWN"), src, dst
+    ((host, port) or None), tlvs ([(type, bytes)]), ssl (None, or a dict
+    with client, verify, version, cipher, cn) and authority (str or None)."""
+    if data[:6] == b"PROXY "[:len(data)] and len(data) < 6:
+        return None
+    if data.startswith(b"PROXY "):
+        end = data.find(b"\r\n")
+        if end < 0:
+            if len(data) >= 107:
+                raise ValueError("v1 line longer than 107 bytes")
+            return None
+        parts = data[:end].decode("ascii").split(" ")
+        h = {"version": 1, "command": "PROXY", "family": parts[1], "src": None, "dst": None,
+             "tlvs": [], "ssl": None, "authority": None}
+        if parts[1] != "UNKNOWN":
+            if len(parts) != 6:
+                raise ValueError("bad v1 line %r" % data[:end])
+            h["src"] = (parts[2], int(parts[4]))
+            h["dst"] = (parts[3], int(parts[5]))
+        return h, end + 2
+    if not PROXY_V2_SIG.startswith(data[:12]):
+        raise ValueError("not a PROXY header: %r" % data[:16])
+    if len(data) < 16:
+        return None
+    ver_cmd, fam = data[12], data[13]
+    n = struct.unpack("!H", data[14:16])[0]
+    if ver_cmd >> 4 != 2 or (ver_cmd & 0xF) > 1:
+        raise ValueError("bad v2 version/command byte 0x%02x" % ver_cmd)
+    if len(data) < 16 + n:
+        return None
+    body = data[16:16 + n]
+    h = {"version": 2, "command": "PROXY" if ver_cmd & 1 else "LOCAL", "family": "UNKNOWN",
+         "src": None, "dst": None, "ssl": None, "authority": None}
+    if fam == 0x11:
+        h["family"] = "TCP4"
+        h["src"] = (socket.inet_ntop(socket.AF_INET, body[0:4]), struct.unpack("!H", body[8:10])[0])
+        h["dst"] = (socket.inet_ntop(socket.AF_INET, body[4:8]), struct.unpack("!H", body[10:12])[0])
+        rest = body[12:]
+    elif fam == 0x21:
+        h["family"] = "TCP6"
+        h["src"] = (socket.inet_ntop(socket.AF_INET6, body[0:16]), struct.unpack("!H", body[32:34])[0])
+        h["dst"] = (socket.inet_ntop(socket.AF_INET6, body[16:32]), struct.unpack("!H", body[34:36])[0])
+        rest = body[36:]
+    elif fam == 0x00:
+        rest = body
+    else:
+        raise ValueError("unexpected v2 family/protocol byte 0x%02x" % fam)
+    h["tlvs"] = _tlvs(rest)
+    for t, v in h["tlvs"]:
+        if t == PP2_TYPE_AUTHORITY:
+            h["authority"] = v.decode("utf-8", "replace")
+        elif t == PP2_TYPE_SSL:
+            if len(v) < 5:
+                raise ValueError("PP2_TYPE_SSL shorter than 5 bytes")
+            ssl_info = {"client": v[0], "verify": struct.unpack("!I", v[1:5])[0],
+                        "version": None, "cipher": None, "cn": None, "sub": _tlvs(v[5:])}
+            for st, sv in ssl_info["sub"]:
+                key = {PP2_SUBTYPE_SSL_VERSION: "version", PP2_SUBTYPE_SSL_CIPHER: "cipher",
+                       PP2_SUBTYPE_SSL_CN: "cn"}.get(st)
+                if key:
+                    ssl_info[key] = sv.decode("utf-8", "replace")
+            h["ssl"] = ssl_info
+    return h, 16 + n
+
+
+class ProxiedClient(SMTPClient):
+    """An SMTPClient that speaks as a load balancer would: from an optional
+    local `source` address, it sends `header` (bytes, may be b"") first,
+    then (tls=True) starts TLS. .src is the connection's own (host,
+    port)."""
+
+    def __init__(self, port, header, host="127.0.0.1", source=None, tls=False, ctx=None,
+                 server_hostname="gw.test", timeout=REPLY_TIMEOUT):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        self.src = self.sock.getsockname()[:2]
+        self.buf = b""
+        self.tls = False
+        if header:
+            self.sock.sendall(header)
+        if tls:
+            self.wrap(ctx, server_hostname)
+
+
+def _proc_net_addr(text):
+    hexaddr, hexport = text.split(":")
+    raw = bytes.fromhex(hexaddr)
+    # the kernel prints each 32-bit word in host byte order
+    words = [raw[i:i + 4] for i in range(0, len(raw), 4)]
+    packed = b"".join(struct.pack("=I", int.from_bytes(w, "big")) for w in words)
+    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+    host = socket.inet_ntop(family, packed)
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, int(hexport, 16)
+
+
+def tcp_connections(pid=None):
+    """The TCP sockets on this host (or only those process `pid` holds), as
+    dicts: local (host, port), remote (host, port), state (hex as in
+    /proc/net/tcp: "01" established, "0A" listen)."""
+    inodes = None
+    if pid is not None:
+        inodes = set()
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                m = re.match(r"socket:\[(\d+)\]$", os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+            except OSError:
+                continue
+            if m:
+                inodes.add(m.group(1))
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    if len(p) < 10 or (inodes is not None and p[9] not in inodes):
+                        continue
+                    out.append({"local": _proc_net_addr(p[1]), "remote": _proc_net_addr(p[2]),
+                                "state": p[3]})
+        except OSError:
+            pass
+    return out
+
+
+def tcp_listening(port, host="127.0.0.1"):
+    return any(c["state"] == "0A" and c["local"] == (host, port) for c in tcp_connections())
+
+
+def haproxy_bin():
+    return shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy")
+                                       else None)
+
+
+class HAProxy:
+    """HAProxy in the foreground (-db) with a config given as text, for
+    tests of accept_proxy behind a real load balancer. `ports` are the
+    frontend ports it must be listening on before start() returns."""
+
+    def __init__(self, workdir, config, ports, name="haproxy"):
+        self.workdir = workdir
+        self.name = name
+        self.config = config
+        self.ports = list(ports)
+        self.config_path = os.path.join(workdir, name + ".cfg")
+        self.out_path = os.path.join(workdir, name + "-output.txt")
+        self.proc = None
+
+    def start(self):
+        binary = haproxy_bin()
+        if binary is None:
+            raise FileNotFoundError("haproxy is not installed (scripts/install-deps test)")
+        with open(self.config_path, "w") as f:
+            f.write(self.config)
+        self._out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen([binary, "-db", "-f", self.config_path], stdout=self._out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.workdir, preexec_fn=_PDEATHSIG)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("haproxy exited with %s:\n%s" % (self.proc.returncode, self.output()))
+            return all(tcp_listening(p) for p in self.ports)
+        wait_until(ready, READY_TIMEOUT, "haproxy listening on %s" % self.ports)
+        return self
+
+    def stop(self, timeout=5.0):
+        if self.proc is None:
+            return None
+        # SIGUSR1 would be a soft stop (waits for open connections)
+        rc = _stop_process(self.proc, timeout)
+        self._out.close()
+        self.proc = None
+        return rc
+
+    def output(self):
+        return _tail(self.out_path)
+
+    def diagnostics(self):
+        return "--- %s config ---\n%s\n--- %s output (tail) ---\n%s" % (
+            self.name, self.config, self.name, self.output())
