@@ -677,7 +677,11 @@ enc_tlv(unsigned char *out, size_t *off, unsigned char type, const char *s)
 static int
 enc_tls(unsigned char *out, size_t *off, const struct proxyproto_tls *tls)
 {
-	/* Type, length (set below), client, verify. */
+	/*
+	 * Type, length (set below), client, verify. No PP2_CLIENT_CERT_*
+	 * flag: no client certificate was taken, and verify is 0 then, as
+	 * HAProxy sends it; receivers read the flags first.
+	 */
 	unsigned char ssl[PP2_TLV_HDR + PP2_SSL_HDR] =
 	    { PP2_TYPE_SSL, 0, 0, PP2_CLIENT_SSL, 0, 0, 0, 0 };
 	size_t start, vlen;
@@ -721,8 +725,11 @@ proxyproto_v2(unsigned char *buf, size_t len, const struct sockaddr *src,
 	memcpy(out, v2_sig, sizeof(v2_sig));
 	out[12] = V2_VERSION << 4 | V2_CMD_PROXY;
 	fam = enc_pair(src, dst, &sa, &da);
-	/* Source address, destination address, source port, destination
-	 * port, all in network byte order as they are stored. */
+	/*
+	 * Source address, destination address, source port, destination
+	 * port, all in network byte order as they are stored. These puts
+	 * cannot fail: 16 + 36 bytes fit in PROXYPROTO_V2_MAX.
+	 */
 	if (fam == AF_INET) {
 		out[13] = V2_FAM_TCP4;
 		enc_put(out, &off, &s4->sin_addr, 4);

@@ -28,7 +28,8 @@
  */
 #define PROXYPROTO_V2_LEN_MAX	2048
 #define PROXYPROTO_V2_MAX	(16 + PROXYPROTO_V2_LEN_MAX)
-/* A read buffer this big always holds any header proxyproto_parse() takes. */
+/* A read buffer this big always holds any header proxyproto_parse() takes,
+ * and given this many bytes it never answers 0 ("more needed"). */
 #define PROXYPROTO_MAX		PROXYPROTO_V2_MAX
 /* The longest AUTHORITY (SNI) kept: a DNS name, RFC 6066 section 3. */
 #define PROXYPROTO_AUTHORITY_MAX 255

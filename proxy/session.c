@@ -98,6 +98,7 @@ identity_header(struct session *s)
 	struct proxyproto_tls tls = { s->tls_version, s->tls_cipher,
 	    s->sni[0] ? s->sni : NULL };
 	unsigned char hdr[PROXYPROTO_MAX];
+	struct smtp_io io;
 	size_t n;
 	int r;
 
@@ -118,10 +119,21 @@ identity_header(struct session *s)
 		    (struct sockaddr *)&s->local_sa, s->tls_version ? &tls : NULL,
 		    &n);
 	s->identity_pending = 0;
+	if (r == -1 && tls.sni != NULL) {
+		/* A server name the header cannot carry (the client chose it)
+		 * is left out rather than the header. */
+		tls.sni = NULL;
+		r = proxyproto_v2(hdr, sizeof(hdr), (struct sockaddr *)&s->peer_sa,
+		    (struct sockaddr *)&s->local_sa, &tls, &n);
+	}
 	/* Nothing else was written to the backend yet: it greets only after
-	 * the header. */
-	if (r == 0)
-		buf_append(&s->backend.out, hdr, n);
+	 * the header. Without one it must not be spoken to at all. */
+	if (r == -1 || buf_append(&s->backend.out, hdr, n) == -1) {
+		log_msg(LOG_ERROR, "session=%llu cannot encode the PROXY header",
+		    (unsigned long long)s->id);
+		io_init(s, &io);
+		smtp_abort(&s->smtp, &io, ABORT_BACKEND_DOWN);
+	}
 }
 
 /* Egress: the index into the upstream's ports of the port_try-th port to

@@ -887,6 +887,8 @@ smtp_suite(void)
 	Suite *s = suite_create("smtp");
 	TCase *tc = tcase_create("tracker");
 
+	/* The property test's 2,000 sessions take seconds under sanitizers. */
+	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, test_script, 0, (int)NSCRIPTS * 2);
 	tcase_add_loop_test(tc, test_body_property, 0, 4);
 	suite_add_tcase(s, tc);
