@@ -524,27 +524,40 @@ listener_find(struct config *c, const char *name)
 	return (NULL);
 }
 
-#define LISTENER_NAME_MAX	40
+#define SECTION_NAME_MAX	40
+
+/* Check the NAME of a [kind:NAME] header: its length, that it is new, and
+ * that there is room for one more. Returns 0 when the section may begin. */
+static int
+named_section_ok(struct config *c, const char *kind, const char *name,
+    int exists, int count, int max)
+{
+	/* inih passes section names of up to 49 characters to the handler;
+	 * a longer one would be matched cut short. */
+	if (*name == '\0' || strlen(name) > SECTION_NAME_MAX) {
+		config_error(c, c->lineno, "[%s:NAME] needs a name of 1 to %d "
+		    "characters", kind, SECTION_NAME_MAX);
+		return (-1);
+	}
+	if (exists) {
+		config_error(c, c->lineno, "%s '%s' is defined twice", kind, name);
+		return (-1);
+	}
+	if (count == max) {
+		config_error(c, c->lineno, "at most %d %ss", max, kind);
+		return (-1);
+	}
+	return (0);
+}
 
 static void
 upstream_begin(struct config *c, const char *name)
 {
 	struct config_upstream *u;
 
-	if (*name == '\0' || strlen(name) > LISTENER_NAME_MAX) {
-		config_error(c, c->lineno, "[upstream:NAME] needs a name of 1 to "
-		    "%d characters", LISTENER_NAME_MAX);
+	if (named_section_ok(c, "upstream", name, upstream_find(c, name) != NULL,
+	    c->nupstreams, CONFIG_MAX_UPSTREAMS) == -1)
 		return;
-	}
-	if (upstream_find(c, name) != NULL) {
-		config_error(c, c->lineno, "upstream '%s' is defined twice", name);
-		return;
-	}
-	if (c->nupstreams == CONFIG_MAX_UPSTREAMS) {
-		config_error(c, c->lineno, "at most %d upstreams",
-		    CONFIG_MAX_UPSTREAMS);
-		return;
-	}
 	u = &c->upstreams[c->nupstreams++];
 	memset(u, 0, sizeof(*u));
 	strcpy(u->name, name);
@@ -576,22 +589,9 @@ section_begin(struct config *c, const char *name)
 		return;
 	}
 	name += 9;
-	/* inih passes section names of up to 49 characters to the handler;
-	 * a longer one would be matched cut short. */
-	if (*name == '\0' || strlen(name) > LISTENER_NAME_MAX) {
-		config_error(c, c->lineno, "[listener:NAME] needs a name of 1 to "
-		    "%d characters", LISTENER_NAME_MAX);
+	if (named_section_ok(c, "listener", name, listener_find(c, name) != NULL,
+	    c->nlisteners, CONFIG_MAX_LISTENERS) == -1)
 		return;
-	}
-	if (listener_find(c, name) != NULL) {
-		config_error(c, c->lineno, "listener '%s' is defined twice", name);
-		return;
-	}
-	if (c->nlisteners == CONFIG_MAX_LISTENERS) {
-		config_error(c, c->lineno, "at most %d listeners",
-		    CONFIG_MAX_LISTENERS);
-		return;
-	}
 	l = &c->listeners[c->nlisteners++];
 	memset(l, 0, sizeof(*l));
 	strcpy(l->name, name);
