@@ -433,7 +433,8 @@ session_wait(const struct session *s)
 		return (WAIT_HANDSHAKE);
 	if (s->backend.connecting)
 		return (WAIT_CONNECT);
-	if (s->smtp.phase == PHASE_DATA || s->smtp.phase == PHASE_BDAT)
+	if (s->smtp.phase == PHASE_DATA || s->smtp.phase == PHASE_BDAT ||
+	    s->smtp.phase == PHASE_BDAT_DISCARD)
 		return (WAIT_BODY);
 	if (smtp_awaits_backend(&s->smtp))
 		return (WAIT_BACKEND);
@@ -504,7 +505,11 @@ session_step(struct session *s, int active)
 			return (s->client.error);
 		io_init(s, &io);
 		if (smtp_run(&s->smtp, &io))
-			progress = active = 1;
+			progress = 1;
+		if (s->smtp.active) {
+			s->smtp.active = 0;
+			active = 1;
+		}
 		if (s->smtp.want_backend) {
 			s->smtp.want_backend = 0;
 			if (backend_connect(s) == -1)
@@ -581,9 +586,9 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			endpoint_fill(e);
 		if (buf_len(&e->out) > 0)
 			endpoint_flush(e);
-		/* Only whole commands count as activity: a client that
-		 * trickles bytes without finishing a line still times out. */
-		active = e == &s->backend;
+		/* Only whole commands and replies count as activity (the
+		 * tracker says when): a peer that trickles bytes without
+		 * finishing a line still times out. */
 	}
 	if (why == NULL)
 		why = session_step(s, active);
@@ -619,9 +624,10 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		log_msg(LOG_WARN, "session=%llu upstream %s: TLS handshake "
 		    "timeout", (unsigned long long)s->id, s->upstream);
 		smtp_abort(&s->smtp, &io, ABORT_UPSTREAM);
-	} else if (smtp_awaits_backend(&s->smtp)) {
+	} else if (session_wait(s) == WAIT_BACKEND) {
 		smtp_abort(&s->smtp, &io, ABORT_BACKEND_TIMEOUT);
 	} else {
+		/* Idle before a command, or too slow inside a message. */
 		smtp_abort(&s->smtp, &io, ABORT_TIMEOUT);
 	}
 	if ((why = session_step(s, 1)) != NULL)

@@ -474,6 +474,7 @@ client_command(struct smtp *t, struct smtp_io *io)
 		return (1);
 	}
 
+	t->active = 1;
 	if (t->phase == PHASE_APP_AUTH) {
 		smtp_egress_auth_line(t, p, len);
 		buf_consume(io->client_in, used);
@@ -932,7 +933,7 @@ backend_input(struct smtp *t, struct smtp_io *io)
 			break;
 		backend_reply(t, io, buf_head(io->backend_in), len, code);
 		buf_consume(io->backend_in, len);
-		any = 1;
+		any = t->active = 1;
 	}
 	return (emit_local(t, io) || any);
 }

@@ -116,6 +116,10 @@ struct smtp {
 	unsigned		 want_tls:1;	/* start TLS once to_client is flushed */
 	unsigned		 starttls_sent:1;	/* 220 to STARTTLS is out */
 	unsigned		 want_close:1;	/* close once to_client is flushed */
+	unsigned		 active:1;	/* a command or reply completed:
+						 * the session's idle timer starts
+						 * anew (bytes that are dropped do
+						 * not count) */
 	const char		*close_reason;	/* static text, for the log */
 
 	int			 pending_abort;	/* -1, or an abort held until TLS is up */
