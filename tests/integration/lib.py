@@ -1035,6 +1035,73 @@ class MemoryTLS:
         self.obj.write(data)
         self._flush()
 
+    def reply_code(self, timeout=REPLY_TIMEOUT):
+        """Read one whole reply (every line); return its code, or None if the
+        peer closed first."""
+        while True:
+            line = self.recv_line(timeout)
+            if not line.endswith(b"\n"):
+                return None
+            if line[3:4] != b"-":
+                return int(line[:3])
+
+    def send_and_read(self, data, timeout):
+        """Send `data` while reading what comes back, in one thread (the raw
+        socket goes non-blocking): a client that keeps sending a body while
+        the server answers and closes. Returns the decrypted bytes received
+        once the peer closed, or once all was sent and a whole line came.
+        Raises Timeout after `timeout` seconds."""
+        import select
+        deadline = time.monotonic() + timeout
+        self.obj.write(data)
+        raw = self.out.read()
+        sent = 0
+        got = b""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout("send_and_read: %d of %d bytes sent, got %r after %.1fs"
+                                  % (sent, len(raw), got[:200], timeout))
+                wl = [self.sock] if sent < len(raw) else []
+                r, w, _ = select.select([self.sock], wl, [], min(left, 0.5))
+                if w:
+                    try:
+                        sent += self.sock.send(raw[sent:sent + 65536])
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        sent = len(raw)          # the peer is gone: nothing more to send
+                if not r:
+                    continue
+                try:
+                    d = self.sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    d = b""
+                if d:
+                    self.inc.write(d)
+                else:
+                    self.inc.write_eof()
+                while True:
+                    try:
+                        chunk = self.obj.read(65536)
+                    except ssl.SSLWantReadError:
+                        break
+                    except ssl.SSLError:
+                        return got
+                    if not chunk:
+                        return got
+                    got += chunk
+                if not d:
+                    return got
+                if b"\n" in got and sent >= len(raw):
+                    return got
+        finally:
+            self.sock.setblocking(True)
+
     def recv_line(self, timeout):
         """Decrypted bytes up to and including the next LF; b"" at EOF."""
         deadline = time.monotonic() + timeout
@@ -1423,3 +1490,302 @@ class HAProxy:
     def diagnostics(self):
         return "--- %s config ---\n%s\n--- %s output (tail) ---\n%s" % (
             self.name, self.config, self.name, self.output())
+
+
+# --------------------------------------------------------------------------
+# egress helpers: a test CA and smarthost certificates, the scripted TLS
+# smarthost (tests/smarthost.py), a gateway with an egress listener, a
+# loopback port where connect() hangs (tests/integration/test_egress.py)
+
+import struct  # noqa: E402,F811
+
+SMARTHOST_PY = os.path.join(REPO, "tests", "smarthost.py")
+RELAY_USER = "apikey"
+RELAY_PASSWORD = "s3cret"
+
+
+class RelayCerts:
+    """A test CA and the smarthost's certificates, generated once per run:
+    relay (CN/SAN relay.test, signed by the CA), wrong_name (other.test,
+    signed by the CA), self_signed (relay.test, signed by itself), ip (SAN
+    IP:127.0.0.1 only, signed by the CA). Each is a (cert, key) pair;
+    `ca` is the CA certificate to give as ca_file."""
+
+    def __init__(self, d):
+        self.dir = d
+        self.ca = os.path.join(d, "relay-ca.pem")
+        self.ca_key = os.path.join(d, "relay-ca-key.pem")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        _openssl(["req", "-x509"] + ec + ["-keyout", self.ca_key, "-out", self.ca, "-days", "2",
+                  "-subj", "/CN=smtpgate egress test CA",
+                  "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"], d)
+        leaf_ext = ["basicConstraints=critical,CA:FALSE",
+                    "keyUsage=critical,digitalSignature,keyEncipherment",
+                    "extendedKeyUsage=serverAuth"]
+        self.pairs = {}
+        for name, cn, san in (("relay", "relay.test", "DNS:relay.test"),
+                              ("wrong_name", "other.test", "DNS:other.test"),
+                              ("ip", "127.0.0.1", "IP:127.0.0.1")):
+            cert = os.path.join(d, "%s.pem" % name)
+            key = os.path.join(d, "%s-key.pem" % name)
+            csr = os.path.join(d, "%s.csr" % name)
+            ext = os.path.join(d, "%s.ext" % name)
+            with open(ext, "w") as f:
+                f.write("\n".join(leaf_ext + ["subjectAltName=" + san]) + "\n")
+            _openssl(["req", "-new"] + ec + ["-keyout", key, "-out", csr, "-subj", "/CN=" + cn], d)
+            _openssl(["x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                      "-set_serial", str(abs(hash((name, os.getpid()))) % (1 << 60) + 1),
+                      "-days", "2", "-extfile", ext, "-out", cert], d)
+            self.pairs[name] = (cert, key)
+        cert = os.path.join(d, "self_signed.pem")
+        key = os.path.join(d, "self_signed-key.pem")
+        _openssl(["req", "-x509"] + ec + ["-keyout", key, "-out", cert, "-days", "2",
+                  "-subj", "/CN=relay.test"] + sum((["-addext", e] for e in leaf_ext), [])
+                 + ["-addext", "subjectAltName=DNS:relay.test"], d)
+        self.pairs["self_signed"] = (cert, key)
+
+    def args(self, name):
+        cert, key = self.pairs[name]
+        return ["--cert", cert, "--key", key]
+
+
+_relay_certs = None
+
+
+def relay_certs():
+    global _relay_certs
+    with _lock:
+        if _relay_certs is None:
+            d = os.path.join(session_dir(), "relay-certs")
+            os.makedirs(d, exist_ok=True)
+            _relay_certs = RelayCerts(d)
+        return _relay_certs
+
+
+class SmarthostConn:
+    """What one connection sent to the smarthost, from its raw log: `plain`
+    (bytes before TLS), `tls` (bytes inside TLS, or None when TLS never
+    came up), `closed` (its end was logged)."""
+
+    def __init__(self, n, peer):
+        self.n = n
+        self.peer = peer
+        self.plain = b""
+        self.tls = None
+        self.closed = False
+
+    def __repr__(self):
+        return "SmarthostConn(%d, plain=%r, tls=%r, closed=%s)" % (
+            self.n, self.plain, self.tls, self.closed)
+
+
+_SH_MARK = re.compile(rb"^=== (connection (\d+) from (\S+)|TLS|closed (\d+)) ===\n", re.M)
+
+
+class Smarthost(Backend):
+    """tests/smarthost.py as a subprocess: on a port it picks itself, or on
+    `port` when given (e.g. a port the gateway already tried and found
+    closed). The maildir helpers are Backend's."""
+
+    def __init__(self, workdir, args=(), name="smarthost", port=0):
+        super().__init__(workdir, args, name=name)
+        self.want_port = port
+
+    def start(self):
+        os.makedirs(self.maildir, exist_ok=True)
+        open(self.log_path, "ab").close()
+        if os.path.exists(self.port_file):
+            os.unlink(self.port_file)
+        cmd = [PYTHON, SMARTHOST_PY, "--listen", "%s:%d" % (self.host, self.want_port),
+               "--port-file", self.port_file, "--maildir", self.maildir,
+               "--log", self.log_path] + self.args
+        self._out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_PDEATHSIG)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("smarthost exited with %s:\n%s" % (self.proc.returncode,
+                                                                     self.output()))
+            return os.path.exists(self.port_file)
+        wait_until(ready, READY_TIMEOUT, "smarthost port file")
+        with open(self.port_file) as f:
+            self.port = int(f.read().strip())
+        return self
+
+    def stdout_text(self):
+        try:
+            with open(self.out_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def events(self, pattern):
+        """The regex matches (re.M) over its event lines."""
+        return re.findall(pattern, self.stdout_text(), re.M)
+
+    def connections(self):
+        return len(self.events(r"^\[smarthost\] connection \d+ from"))
+
+    def closed_connections(self):
+        return len(self.events(r"^\[smarthost\] connection \d+ closed"))
+
+    def wait_closed(self, n, timeout=REPLY_TIMEOUT):
+        """Wait until n connections have ended (so the log is complete)."""
+        wait_until(lambda: self.closed_connections() >= n, timeout,
+                   "%d closed connection(s) at %s (have %d)" % (n, self.name,
+                                                                self.closed_connections()))
+
+    def conns(self):
+        """[SmarthostConn] in order, from the raw log. Raises if connections
+        overlapped (their bytes could not be told apart)."""
+        data = self.raw_log()
+        out = []
+        cur = None
+        pos = 0
+        for m in _SH_MARK.finditer(data):
+            if cur is not None:
+                chunk = data[pos:m.start()]
+                if cur.tls is None:
+                    cur.plain += chunk
+                else:
+                    cur.tls += chunk
+            elif data[pos:m.start()]:
+                raise AssertionError("%s log: bytes outside any connection" % self.name)
+            pos = m.end()
+            if m.group(2):
+                if cur is not None:
+                    raise AssertionError("%s log: connections %d and %s overlap"
+                                         % (self.name, cur.n, m.group(2).decode()))
+                cur = SmarthostConn(int(m.group(2)), m.group(3).decode())
+                out.append(cur)
+            elif m.group(1) == b"TLS":
+                cur.tls = b""
+            else:
+                cur.closed = True
+                cur = None
+        if cur is not None:
+            chunk = data[pos:]
+            if cur.tls is None:
+                cur.plain += chunk
+            else:
+                cur.tls += chunk
+        return out
+
+
+class EgressGateway(Gateway):
+    """smtpgate with one egress listener (`outbound`) and its
+    [upstream:relay]; no [tls] section. `upstream` holds the upstream's
+    keys (a list for ports is joined with commas); `listener` more keys for
+    the listener (app_auth ...). It is ready when its port is listening,
+    found in /proc/net/tcp: a probe connection would be an app session that
+    makes the gateway connect upstream."""
+
+    def __init__(self, workdir, upstream, listener=None, gateway=None, timeouts=None,
+                 name="gateway"):
+        self.upstream_opts = dict(upstream)
+        self.egress_gateway_opts = {"hostname": "app-gw.test", "log_level": "debug"}
+        self.egress_gateway_opts.update(gateway or {})
+        lopts = {"upstream": "relay"}
+        lopts.update(listener or {})
+        t = {"handshake": "5", "command": "10", "data": "10", "backend_connect": "2", "drain": "2"}
+        t.update(timeouts or {})
+        super().__init__(workdir, None, listeners=(("outbound", "egress", lopts),),
+                         timeouts=t, name=name)
+
+    @property
+    def port_out(self):
+        return self.ports["outbound"]
+
+    def config_text(self):
+        out = []
+
+        def section(title, opts):
+            out.append("[%s]" % title)
+            for k, v in opts.items():
+                if v is None:
+                    continue
+                if isinstance(v, (list, tuple)):
+                    v = ", ".join(str(x) for x in v)
+                out.append("%s = %s" % (k, v))
+            out.append("")
+        section("gateway", self.egress_gateway_opts)
+        section("timeouts", self.timeout_opts)
+        for lname, mode, lhost, port, opts in self.listeners:
+            o = {"address": fmt_addr(lhost, port), "mode": mode}
+            o.update(opts)
+            section("listener:" + lname, o)
+        section("upstream:relay", self.upstream_opts)
+        return "\n".join(out)
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("gateway exited with %s before listening:\n%s"
+                                     % (self.proc.returncode, self.stderr()))
+            return all(_tcp_listens(lhost, port) for _, _, lhost, port, _ in self.listeners)
+        wait_until(ready, timeout, "egress gateway listening")
+
+    def log_text(self):
+        try:
+            with open(self.err_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log_count(self, pattern):
+        return len(re.findall(pattern, self.log_text(), re.M))
+
+
+def _tcp_listens(host, port):
+    """Whether some socket listens on host:port (IPv4), from /proc/net/tcp."""
+    want = "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(host))[0], port)
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                p = line.split()
+                if len(p) > 3 and p[3] == "0A" and p[1] == want:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+class Blackhole:
+    """A loopback port where connect() hangs, as at a firewall that drops
+    SYNs: a socket listening with a backlog of 0 whose accept queue is
+    filled by one connection and never accepted, so Linux drops every later
+    SYN. `works` says whether a probe connect indeed timed out."""
+
+    def __init__(self, host="127.0.0.1", probe_timeout=0.5):
+        import select
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind((host, free_port(host)))
+        self.lsock.listen(0)
+        self.host, self.port = self.lsock.getsockname()[:2]
+        self.fillers = []
+        self.works = False
+        for _ in range(8):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((self.host, self.port))
+            self.fillers.append(s)
+            if not select.select([], [s], [], 0.3)[1]:
+                break                  # this one hangs: the queue is full
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.settimeout(probe_timeout)
+        try:
+            probe.connect((self.host, self.port))
+        except socket.timeout:
+            self.works = True
+        except OSError:
+            pass
+        finally:
+            probe.close()
+
+    def close(self):
+        for s in self.fillers:
+            s.close()
+        self.lsock.close()
