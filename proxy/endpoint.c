@@ -1,4 +1,6 @@
 #include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <errno.h>
 #include <stdarg.h>
@@ -63,6 +65,15 @@ fail(struct endpoint *e, const char *fmt, ...)
 	va_end(ap);
 }
 
+static int
+is_address(const char *name)
+{
+	struct in6_addr a;
+
+	return (inet_pton(AF_INET, name, &a) == 1 ||
+	    inet_pton(AF_INET6, name, &a) == 1);
+}
+
 int
 endpoint_start_tls(struct endpoint *e, SSL_CTX *ctx, const char *peer_name)
 {
@@ -75,7 +86,9 @@ endpoint_start_tls(struct endpoint *e, SSL_CTX *ctx, const char *peer_name)
 	if (peer_name == NULL) {
 		SSL_set_accept_state(e->ssl);
 	} else {
-		if (SSL_set_tlsext_host_name(e->ssl, peer_name) != 1)
+		/* RFC 6066 section 3: no address literal as a server name. */
+		if (!is_address(peer_name) &&
+		    SSL_set_tlsext_host_name(e->ssl, peer_name) != 1)
 			goto fail;
 		if (SSL_CTX_get_verify_mode(ctx) != SSL_VERIFY_NONE &&
 		    SSL_set1_host(e->ssl, peer_name) != 1)
