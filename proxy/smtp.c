@@ -108,10 +108,12 @@ smtp_logf(struct smtp *t, enum smtp_log_level lvl, const char *fmt, ...)
 
 /* FIFO */
 
+/* Whether a command may still be queued: the largest takes two slots
+ * (STARTTLS and the hidden banner behind it). */
 static int
 fifo_full(const struct smtp *t)
 {
-	return (t->count == SMTP_FIFO);
+	return (t->count + 2 > SMTP_FIFO);
 }
 
 void
@@ -508,12 +510,15 @@ body_input(struct smtp *t, struct smtp_io *io)
 	if (t->body.bare && !was_bare)
 		smtp_logf(t, SMTP_LOG_INFO, "bare CR or LF in message body, %s",
 		    t->conf->bare_reject ? "rejecting" : "normalized");
-	if (ended) {
-		t->phase = PHASE_COMMAND;
-		/* A rejected body never got its end of data: the backend's
+	if (ended && t->body.bare && t->body.drop) {
+		/* A rejected body never got its end of data, and the backend
+		 * is still reading one: nothing more may reach it. The
 		 * transaction dies with the session. */
-		smtp_fifo_push(t, t->body.bare && t->body.drop ? LOCAL_BARE_REJECT :
-		    SLOT_DATA_END);
+		t->phase = PHASE_QUIT;
+		smtp_fifo_push(t, LOCAL_BARE_REJECT);
+	} else if (ended) {
+		t->phase = PHASE_COMMAND;
+		smtp_fifo_push(t, SLOT_DATA_END);
 	}
 	return (used > 0);
 }
@@ -683,8 +688,9 @@ ehlo_rewrite(struct smtp *t, struct buf *out, const char *p, size_t n)
 	}
 	if (pre_tls)
 		kept[nkept] = "250 STARTTLS", kept_len[nkept++] = 12;
+	/* Every line carries the reply's own code, the added one too. */
 	for (i = 0; i < nkept; i++) {
-		smtp_put(out, kept[i], 3);
+		smtp_put(out, p, 3);
 		smtp_put(out, i + 1 < nkept ? "-" : " ", 1);
 		if (kept_len[i] > 4)
 			smtp_put(out, kept[i] + 4, kept_len[i] - 4);
@@ -855,6 +861,10 @@ backend_reply(struct smtp *t, struct smtp_io *io, const char *p, size_t n,
 			t->phase = PHASE_AUTH;
 			return;
 		}
+		/* Over, even if a 334 came just before: the next line is a
+		 * command again. */
+		if (t->phase == PHASE_AUTH)
+			t->phase = PHASE_COMMAND;
 		break;
 	case SLOT_QUIT:
 		smtp_relay_reply(t, io, p, n);
@@ -899,6 +909,8 @@ backend_input(struct smtp *t, struct smtp_io *io)
 	}
 	while (t->phase != PHASE_CLOSED && buf_len(io->backend_in) > 0) {
 		emit_local(t, io);
+		if (t->starttls_sent)
+			break;	/* the rest waits for the handshake */
 		r = smtp_reply(buf_head(io->backend_in), buf_len(io->backend_in),
 		    &len, &code);
 		if (r == 0)
@@ -928,7 +940,9 @@ backend_input(struct smtp *t, struct smtp_io *io)
 		/* The rewritten EHLO reply adds at most one short line; a
 		 * rejected EHLO sends a HELO to the backend, a greeting may
 		 * start XCLIENT. */
-		if (buf_room(io->to_client) < len + 640 ||
+		/* Bare LF line ends grow into CRLF: at most one byte per
+		 * four-byte line. */
+		if (buf_room(io->to_client) < len + len / 4 + 640 ||
 		    (slot_sends(smtp_fifo_head(t)) && buf_room(io->to_backend) < 2048))
 			break;
 		backend_reply(t, io, buf_head(io->backend_in), len, code);
@@ -1063,6 +1077,12 @@ smtp_run(struct smtp *t, struct smtp_io *io)
 		progress = 0;
 		if (t->phase == PHASE_CLOSED)
 			break;
+		/* While the client's STARTTLS handshake runs, nothing may reach
+		 * it in plaintext and nothing it sent is executed
+		 * (client_input() drops it): the backend's bytes (and its
+		 * close) wait for smtp_tls_done(). */
+		if (t->starttls_sent)
+			return (any | client_input(t, io));
 		progress |= backend_input(t, io);
 		if (t->phase == PHASE_CLOSED)
 			break;

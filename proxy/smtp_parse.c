@@ -106,11 +106,12 @@ smtp_cmd_parse(struct cmd *c, const char *line, size_t len)
 int
 smtp_bdat_parse(const struct cmd *c, uint64_t *size_r, int *last_r)
 {
-	const char *p = c->arg, *end = c->arg + c->arg_len;
+	const char *p = c->arg, *end;
 	uint64_t n = 0;
 
-	if (p == NULL || p == end)
+	if (p == NULL || c->arg_len == 0)
 		return (-1);
+	end = p + c->arg_len;
 	for (; p < end && is_digit(*p); p++) {
 		if (n > (UINT64_MAX - 9) / 10)
 			return (-1);

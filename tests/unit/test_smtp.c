@@ -533,7 +533,8 @@ static const struct script scripts[] = {
 	  .mode = SMTP_MODE_STARTTLS, .bare_reject = 0, .max_line = 0, .steps = {
 		S(WANT_C, GREETING), S(C, "STARTTLS\r\n"),
 		S(WANT_C, "220 2.0.0 Ready to start TLS\r\n"), S(FLAGS, "bt"),
-		S(B, "220 b.test\r\n"), S(WANT_B, "EHLO gw.test\r\n"), N(TLS),
+		S(B, "220 b.test\r\n"), S(WANT_B, ""), N(TLS),
+		S(WANT_B, "EHLO gw.test\r\n"),
 		S(C, "EHLO c\r\nMAIL FROM:<a@x>\r\n"),
 		S(B, "250-b.test\r\n250 PIPELINING\r\n"),
 		S(WANT_C, "421 4.3.0 gw.test Service not available\r\n"),
@@ -619,6 +620,41 @@ static const struct script scripts[] = {
 		    "504 5.5.4 Unrecognized authentication type\r\n"
 		    "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n"),
 		S(WANT_B, "EHLO out.test\r\nRSET\r\n"), N(END) } },
+	{ .name = "fuzz: a backend that dies during the STARTTLS handshake",
+	  .mode = SMTP_MODE_OPPORTUNISTIC, .steps = {
+		S(B, "220 b.test\r\n"), S(C, "STARTTLS\r\n"),
+		S(WANT_C, "220 b.test\r\n220 2.0.0 Ready to start TLS\r\n"),
+		S(FLAGS, "bt"), S(B, "SSH-2.0-OpenSSH\r\n421 bye\r\n"), N(B_EOF),
+		S(WANT_C, ""), S(FLAGS, ""), N(TLS),
+		S(WANT_C, "421 4.5.0 gw.test Service not available, backend "
+		    "protocol error\r\n"), S(FLAGS, "c"), N(END) } },
+	{ .name = "fuzz: a reply nobody asked for behind STARTTLS's turn",
+	  .mode = SMTP_MODE_OPPORTUNISTIC, .steps = {
+		S(B, "220 b.test\r\n"), S(C, "NOOP\r\nSTARTTLS\r\n"),
+		S(B, "250 ok\r\n250 surprise\r\n"),
+		S(WANT_C, "220 b.test\r\n250 ok\r\n"
+		    "220 2.0.0 Ready to start TLS\r\n"), S(FLAGS, "bt"), N(TLS),
+		S(WANT_C, "421 4.5.0 gw.test Service not available, backend "
+		    "protocol error\r\n"), S(FLAGS, "c"), N(END) } },
+	{ .name = "fuzz: an AUTH that ends at once leaves no AUTH phase",
+	  .mode = SMTP_MODE_IMPLICIT, .steps = {
+		N(TLS), S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"), S(B, EXTS),
+		S(C, "AUTH LOGIN\r\n"), S(B, "334 VXNlcm5hbWU6\r\n535 no\r\n"),
+		S(C, "XCLIENT ADDR=1.2.3.4\r\n"),
+		S(WANT_B, "EHLO c\r\nAUTH LOGIN\r\n"),
+		S(WANT_C, "220 b.test\r\n" EXTS "334 VXNlcm5hbWU6\r\n535 no\r\n"
+		    "502 5.5.1 Command not implemented\r\n"), N(END) } },
+	{ .name = "fuzz: STARTTLS added with the EHLO reply's own code",
+	  .mode = SMTP_MODE_OPPORTUNISTIC, .steps = {
+		S(B, "220 b.test\r\n"), S(C, "EHLO c\r\n"),
+		S(B, "251-b.test\r\n251 SIZE 10\r\n"),
+		S(WANT_C, "220 b.test\r\n251-b.test\r\n251-SIZE 10\r\n"
+		    "251 STARTTLS\r\n"), N(END) } },
+	{ .name = "fuzz: nothing reaches the backend after a rejected body",
+	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 1, .steps = {
+		IN_DATA, S(C, "bad\nline\r\n.\r\nBDAT 9 LAST\r\n\r\n.\r\n"
+		    "QUIT\r\n"),
+		S(WANT_B, "bad"), S(FLAGS, "c"), N(END) } },
 	{ .name = "implicit: no plaintext 421 before the handshake",
 	  .mode = SMTP_MODE_IMPLICIT, .bare_reject = 0, .max_line = 0, .steps = {
 		N(ABORT_TO), S(WANT_C, ""), S(FLAGS, "c"), N(END) } },
