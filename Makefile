@@ -78,6 +78,7 @@ integration: $(BUILD)/smtpgate
 
 check: deps-test
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz-replay
 	@$(MAKE) --no-print-directory integration
 
 # The unit tests and the integration suite with the gateway under valgrind;
@@ -93,6 +94,8 @@ check-valgrind: deps-test
 	    cat build/valgrind/*.log; echo "valgrind reported errors"; exit 1; fi
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
+
+include tests/fuzz/fuzz.mk
 
 -include $(OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(BUILD)/proxy/main.d
