@@ -15,7 +15,8 @@
 # SMTPGATE_FUZZ_IGNORE=name,name turns invariants off (each fuzz_NAME.c
 # lists its own), to look past a known finding while it is open.
 
-FUZZ_TARGETS	 = fuzz_smtp_tracker fuzz_smtp_reply fuzz_body fuzz_config
+FUZZ_TARGETS	 = fuzz_smtp_tracker fuzz_smtp_reply fuzz_body fuzz_config \
+		   fuzz_proxyproto
 FUZZ_DIR	 = tests/fuzz
 FUZZ_SECONDS	?= 60
 FUZZ_CC		?= clang
@@ -33,10 +34,12 @@ FUZZ_MAXLEN_fuzz_smtp_tracker	= 16384
 FUZZ_MAXLEN_fuzz_smtp_reply	= 10240
 FUZZ_MAXLEN_fuzz_body		= 8192
 FUZZ_MAXLEN_fuzz_config		= 8192
+FUZZ_MAXLEN_fuzz_proxyproto	= 2200
 FUZZ_DICT_fuzz_smtp_tracker	= $(FUZZ_DIR)/smtp.dict
 FUZZ_DICT_fuzz_smtp_reply	= $(FUZZ_DIR)/smtp.dict
 FUZZ_DICT_fuzz_body		= $(FUZZ_DIR)/smtp.dict
 FUZZ_DICT_fuzz_config		= $(FUZZ_DIR)/config.dict
+FUZZ_DICT_fuzz_proxyproto	= $(FUZZ_DIR)/proxy.dict
 
 FUZZ_REPLAY	 = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 FUZZ_BINS	 = $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
