@@ -22,6 +22,11 @@ and --bad-reply (an over-long or malformed reply to one command, or to the
 end of data), --xclient-reply (XCLIENT's reply when --ext offers it). A RCPT
 whose address contains "reject" gets 550.
 
+tests/smarthost.py reuses this server: it subclasses Server and Session and
+overrides the hooks marked as such below (configure, report_message,
+session; intercept, ehlo_keywords, refuse_transaction, takes_bdat,
+handle_other, auth_mechanisms, decode_plain, check_credentials ...).
+
 Only the Python standard library is used. Exits 0 on SIGTERM/SIGINT.
 """
 
@@ -42,12 +47,21 @@ DEFAULT_EXT = ("PIPELINING,8BITMIME,CHUNKING,AUTH PLAIN LOGIN,"
 RECV_SIZE = 65536
 MAX_COMMAND = 65536          # longer command lines get 500 5.5.2
 
+# The misbehaviour options of main(), all off: the parser defaults of a
+# program that reuses Server and Session without offering them.
+WELL_BEHAVED = dict(quiet=False, no_ehlo=False, lenient=False, close_after_data=False,
+                    no_reply_after_data=False, reply_delay=0.0, auth_fail=False,
+                    reset_in_data=None, long_reply=None, bad_reply=None, xclient_reply=None)
+
 
 class Closed(Exception):
     """The peer went away (or the server is stopping)."""
 
 
 class Server:
+    TAG = "[backend] "        # in front of every line say() prints
+    MARK_LOG = False          # whether log_mark() writes marker lines to the raw log
+
     def __init__(self, opts):
         self.opts = opts
         self.stop = threading.Event()
@@ -58,8 +72,17 @@ class Server:
         self.conns = {}                       # id -> socket
         self.threads = []
         self.logf = open(opts.log, "ab") if opts.log else None
+        self.log_last = b"\n"                 # the last byte written to the raw log
         if opts.maildir:
             os.makedirs(opts.maildir, exist_ok=True)
+        # KEY (a verb, or END for the end of data) -> raw reply bytes
+        self.overrides = {}
+        self.configure(opts)
+
+    def configure(self, opts):
+        """Hook: what the server offers and how it greets. Sets ext,
+        ext_words, size_limit (0: none), banner (bytes), banner_refuses and
+        overrides."""
         ext = DEFAULT_EXT if opts.ext is None else opts.ext
         self.ext = [e.strip() for e in ext.split(",") if e.strip()]
         self.ext_words = {e.split()[0].upper() for e in self.ext}
@@ -72,8 +95,6 @@ class Server:
         lines = banner.replace("\\r\\n", "\n").replace("\\n", "\n").split("\n")
         self.banner = "".join(l.rstrip("\r") + "\r\n" for l in lines).encode("utf-8", "surrogateescape")
         self.banner_refuses = not banner.startswith("2")
-        # KEY (a verb, or END for the end of data) -> raw reply bytes
-        self.overrides = {}
         for item in opts.long_reply or ():
             key, _, n = item.partition("=")
             n = int(n)
@@ -81,31 +102,52 @@ class Server:
             self.overrides[key.strip().upper()] = line
         for item in opts.bad_reply or ():
             key, _, text = item.partition("=")
-            self.overrides[key.strip().upper()] = _unescape(text)
+            self.overrides[key.strip().upper()] = unescape(text)
 
     # --- shared resources ------------------------------------------------
 
     def log_bytes(self, data):
-        if self.logf is not None:
-            with self.log_lock:
-                self.logf.write(data)
-                self.logf.flush()
+        if self.logf is None or not data:
+            return
+        with self.log_lock:
+            self.logf.write(data)
+            self.logf.flush()
+            self.log_last = data[-1:]
+
+    def log_mark(self, text):
+        """A marker line of our own in the raw log ("=== TEXT ==="), always
+        at the start of a line; only where MARK_LOG is set."""
+        if self.logf is None or not self.MARK_LOG:
+            return
+        with self.log_lock:
+            if self.log_last != b"\n":
+                self.logf.write(b"\n")
+            self.logf.write(b"=== " + text.encode() + b" ===\n")
+            self.logf.flush()
+            self.log_last = b"\n"
 
     def say(self, text):
         with self.lock:
-            sys.stdout.write(text + "\n")
+            sys.stdout.write(self.TAG + text + "\n")
             sys.stdout.flush()
 
     def store(self, helo, mail_line, rcpt_lines, content):
-        """Assign the next message number and write the files. Returns N."""
+        """Assign the next message number, write the files and report the
+        message. Returns N."""
         with self.lock:
             self.msg_counter += 1
             n = self.msg_counter
         if self.opts.maildir:
-            env = [b"HELO " + helo, mail_line] + rcpt_lines
+            env = [b"HELO " + (helo or b""), mail_line] + rcpt_lines
             base = os.path.join(self.opts.maildir, "msg-%d" % n)
             self._atomic_write(base + ".env", b"".join(l + b"\n" for l in env))
             self._atomic_write(base + ".eml", content)
+        self.report_message(n, mail_line, rcpt_lines, content)
+        return n
+
+    def report_message(self, n, mail_line, rcpt_lines, content):
+        """Hook: what stdout shows of stored message n (here a summary line,
+        then the content unless --quiet)."""
         sender = _path_of(mail_line, b"FROM:")
         rcpts = b", ".join(_path_of(l, b"TO:") for l in rcpt_lines)
         head = "--- message %d from %s to %s (%d bytes) ---\n" % (
@@ -119,7 +161,6 @@ class Server:
                     sys.stdout.buffer.write(b"\n")
                 sys.stdout.buffer.flush()
             sys.stdout.flush()
-        return n
 
     @staticmethod
     def _atomic_write(path, data):
@@ -158,7 +199,7 @@ class Server:
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as e:
-                    self.say("[backend] accept failed: %s" % e)
+                    self.say("accept failed: %s" % e)
                     continue
                 csock.setblocking(True)
                 with self.lock:
@@ -182,26 +223,35 @@ class Server:
         deadline = time.monotonic() + 3.0
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        self.say("[backend] stopped")
+        self.say("stopped")
         if self.logf is not None:
             self.logf.close()
 
+    def session(self, sock, cid):
+        """Hook: the Session (class) that serves one connection."""
+        return Session(self, sock, cid)
+
     def run_conn(self, sock, addr, cid):
-        self.say("[backend] connection %d from %s" % (cid, _fmt_addr(addr)))
+        self.say("connection %d from %s" % (cid, _fmt_addr(addr)))
+        self.log_mark("connection %d from %s" % (cid, _fmt_addr(addr)))
+        sess = None
         try:
-            Session(self, sock, cid).run()
+            sess = self.session(sock, cid)
+            sess.run()
         except Closed:
             pass
         except Exception as e:        # never crash the server
-            self.say("[backend] connection %d error: %r" % (cid, e))
+            self.say("connection %d error: %r" % (cid, e))
         finally:
             with self.lock:
                 self.conns.pop(cid, None)
             try:
-                sock.close()
+                # the session's socket: a TLS one once the session wrapped it
+                (sess.sock if sess is not None else sock).close()
             except OSError:
                 pass
-            self.say("[backend] connection %d closed" % cid)
+            self.log_mark("closed %d" % cid)
+            self.say("connection %d closed" % cid)
 
 
 def _fmt_addr(addr):
@@ -224,6 +274,10 @@ _LENIENT_EOL = re.compile(rb"\r\n|\n|\r")
 
 
 class Session:
+    HOST = "backend.test"                             # the name in replies
+    QUEUE_ID = "%d"                                   # "queued as ..." for message N
+    UNRECOGNIZED = "500 5.5.1 Command unrecognized"   # the reply to unknown verbs
+
     def __init__(self, srv, sock, cid):
         self.srv = srv
         self.opts = srv.opts
@@ -241,6 +295,9 @@ class Session:
         self.rcpts = []
         self.chunks = None        # list of BDAT chunks once BDAT started
 
+    def say(self, text):
+        self.srv.say("connection %d: %s" % (self.cid, text))
+
     # --- I/O ---------------------------------------------------------------
 
     def recv_more(self):
@@ -249,7 +306,7 @@ class Session:
         try:
             data = self.sock.recv(RECV_SIZE)
         except socket.timeout:
-            self.send_now(b"421 4.4.2 backend.test idle timeout\r\n")
+            self.send_now(b"421 4.4.2 %s idle timeout\r\n" % self.HOST.encode())
             raise Closed()
         except OSError:
             raise Closed()
@@ -258,6 +315,12 @@ class Session:
             raise Closed()
         self.srv.log_bytes(data)
         self.buf += data
+
+    def swallow(self):
+        """Take whatever comes and never answer, until the peer leaves."""
+        while True:
+            self.buf.clear()
+            self.recv_more()
 
     def send_now(self, data):
         try:
@@ -301,6 +364,7 @@ class Session:
             self.recv_more()
 
     def discard_long_line(self):
+        """Hook: drop an over-long command line (here up to its LF)."""
         while True:
             i = self.buf.find(b"\n")
             if i >= 0:
@@ -333,10 +397,7 @@ class Session:
                 body = bytes(acc[:i + 2]).replace(b"\r\n.", b"\r\n")
                 return body[2:]
             scan = max(0, len(acc) - 4)
-            try:
-                self.recv_more()
-            except Closed:
-                raise
+            self.recv_more()
             acc += self.buf
             self.buf = bytearray()
 
@@ -376,40 +437,13 @@ class Session:
         verb, _, arg = line.partition(b" ")
         verb = verb.upper()
         arg = arg.strip()
-        if self.srv.banner_refuses and verb != b"QUIT":
-            self.reply("503 5.5.1 No service, only QUIT")
-            return True
-        override = self.srv.overrides.get(verb.decode("latin-1"))
-        if override is not None and verb != b"END":
-            # the scripted reply instead of the real one; no state changes
-            self.srv.say("[backend] connection %d: scripted reply to %s"
-                         % (self.cid, verb.decode("latin-1")))
-            self.send_now(override)
-            return verb != b"QUIT"
+        taken = self.intercept(verb, line)
+        if taken is not None:
+            return taken
         if verb == b"QUIT":
-            self.reply("221 2.0.0 backend.test closing")
-            return False
-        if verb == b"EHLO":
-            if self.opts.no_ehlo:
-                self.reply("500 5.5.1 unrecognized command")
-                return True
-            if not arg:
-                self.reply("501 5.5.4 EHLO needs a domain")
-                return True
-            self.helo = arg
-            self.reset()
-            lines = ["backend.test Hello %s" % arg.decode("utf-8", "replace")] + self.srv.ext
-            out = "".join("250-%s\r\n" % l for l in lines[:-1]) + "250 %s\r\n" % lines[-1]
-            self.reply(out)
-            return True
-        if verb == b"HELO":
-            if not arg:
-                self.reply("501 5.5.4 HELO needs a domain")
-                return True
-            self.helo = arg
-            self.reset()
-            self.reply("250 backend.test")
-            return True
+            return self.do_quit()
+        if verb in (b"EHLO", b"HELO"):
+            return self.do_helo(verb, arg)
         if verb == b"NOOP":
             self.reply("250 2.0.0 Ok")
             return True
@@ -417,20 +451,57 @@ class Session:
             self.reset()
             self.reply("250 2.0.0 Ok")
             return True
+        if verb in (b"MAIL", b"RCPT", b"DATA", b"BDAT"):
+            refusal = self.refuse_transaction()
+            if refusal is not None:
+                self.reply(refusal)
+                return True
+            if verb == b"MAIL":
+                return self.do_mail(line, arg)
+            if verb == b"RCPT":
+                return self.do_rcpt(line, arg)
+            if verb == b"DATA":
+                return self.do_data(arg)
+            if self.takes_bdat():
+                return self.do_bdat(arg)
+        return self.handle_other(verb, arg)
+
+    def intercept(self, verb, line):
+        """Hook: a command taken before its own handling. Returns None to
+        go on, else what handle() returns. Here: a refusing banner allows
+        only QUIT, and the scripted replies (--long-reply, --bad-reply)."""
+        if self.srv.banner_refuses and verb != b"QUIT":
+            self.reply("503 5.5.1 No service, only QUIT")
+            return True
+        override = self.srv.overrides.get(verb.decode("latin-1"))
+        if override is not None and verb != b"END":
+            # the scripted reply instead of the real one; no state changes
+            self.say("scripted reply to %s" % verb.decode("latin-1"))
+            self.send_now(override)
+            return verb != b"QUIT"
+        return None
+
+    def ehlo_keywords(self):
+        """Hook: the EHLO reply's lines after the greeting one."""
+        return self.srv.ext
+
+    def refuse_transaction(self):
+        """Hook: the reply that refuses MAIL, RCPT, DATA and BDAT here and
+        now, or None (here never)."""
+        return None
+
+    def takes_bdat(self):
+        """Hook: whether BDAT is a command (else it is unrecognized)."""
+        return "CHUNKING" in self.srv.ext_words
+
+    def handle_other(self, verb, arg):
+        """Hook: the verbs beyond the core ones, and unrecognized ones."""
         if verb == b"VRFY":
             self.reply("252 2.5.2 Cannot VRFY user, but will accept message")
             return True
         if verb == b"HELP":
             self.reply("214 2.0.0 See RFC 5321")
             return True
-        if verb == b"MAIL":
-            return self.do_mail(line, arg)
-        if verb == b"RCPT":
-            return self.do_rcpt(line, arg)
-        if verb == b"DATA":
-            return self.do_data(arg)
-        if verb == b"BDAT" and "CHUNKING" in self.srv.ext_words:
-            return self.do_bdat(arg)
         if verb == b"AUTH" and "AUTH" in self.srv.ext_words:
             return self.do_auth(arg)
         if verb == b"STARTTLS" and "STARTTLS" in self.srv.ext_words:
@@ -441,7 +512,30 @@ class Session:
                 return self.do_xclient(arg)
             self.reply("250 2.0.0 Ok")
             return True
-        self.reply("500 5.5.1 Command unrecognized")
+        return self.unrecognized()
+
+    def unrecognized(self):
+        self.reply(self.UNRECOGNIZED)
+        return True
+
+    def do_quit(self):
+        self.reply("221 2.0.0 %s closing" % self.HOST)
+        return False
+
+    def do_helo(self, verb, arg):
+        if verb == b"EHLO" and self.opts.no_ehlo:
+            self.reply("500 5.5.1 unrecognized command")
+            return True
+        if not arg:
+            self.reply("501 5.5.4 %s needs a domain" % verb.decode())
+            return True
+        self.helo = arg
+        self.reset()
+        if verb == b"HELO":
+            self.reply("250 " + self.HOST)
+            return True
+        lines = ["%s Hello %s" % (self.HOST, arg.decode("utf-8", "replace"))] + self.ehlo_keywords()
+        self.reply("".join("250-%s\r\n" % l for l in lines[:-1]) + "250 %s\r\n" % lines[-1])
         return True
 
     def do_xclient(self, arg):
@@ -449,8 +543,7 @@ class Session:
         greeting, and the session starts over (EHLO again). Any other code:
         refused, nothing changes."""
         code = self.opts.xclient_reply
-        self.srv.say("[backend] connection %d: XCLIENT %s -> %d"
-                     % (self.cid, arg.decode("utf-8", "replace"), code))
+        self.say("XCLIENT %s -> %d" % (arg.decode("utf-8", "replace"), code))
         if code == 220:
             self.helo = None
             self.authed = False
@@ -531,7 +624,7 @@ class Session:
         (SO_LINGER 0): no reply, no end of data."""
         while len(self.buf) < n:
             self.recv_more()
-        self.srv.say("[backend] connection %d: reset after %d body bytes" % (self.cid, len(self.buf)))
+        self.say("reset after %d body bytes" % len(self.buf))
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.sock.close()
@@ -542,23 +635,22 @@ class Session:
     def finish_message(self, content):
         override = self.srv.overrides.get("END")
         if override is not None:
-            self.srv.say("[backend] connection %d: scripted reply to the end of data, "
-                         "message not stored" % self.cid)
+            self.say("scripted reply to the end of data, message not stored")
             self.reset()
             self.send_now(override)
             return True
         if self.opts.close_after_data:
-            self.srv.say("[backend] connection %d: closing after data, no reply" % self.cid)
+            self.say("closing after data, no reply")
             raise Closed()
         if self.opts.no_reply_after_data:
-            self.srv.say("[backend] connection %d: never answering the data" % self.cid)
-            while True:                       # swallow everything until the peer leaves
-                self.buf.clear()
-                self.recv_more()
+            self.say("never answering the data")
+            self.swallow()                    # until the peer leaves
         n = self.srv.store(self.helo, self.mail, self.rcpts, content)
         self.reset()
-        self.reply("250 2.0.0 Ok: queued as %d" % n)
+        self.reply("250 2.0.0 Ok: queued as " + self.QUEUE_ID % n)
         return True
+
+    # --- AUTH ----------------------------------------------------------------
 
     def do_auth(self, arg):
         if self.authed:
@@ -572,54 +664,80 @@ class Session:
             self.reply("501 5.5.4 Syntax: AUTH mechanism")
             return True
         mech = parts[0].upper()
-        if mech == b"PLAIN":
-            resp = parts[1] if len(parts) > 1 else None
-            if resp is None:
-                self.reply("334 ")
-                resp = self.readline()
-            if resp == b"*":
-                self.reply("501 5.7.0 Authentication cancelled")
-                return True
-            if resp != b"=" and not _is_b64(resp):
-                self.reply("501 5.5.2 Cannot decode response")
-                return True
-        elif mech == b"LOGIN":
-            if len(parts) > 1:
-                user = parts[1]
-            else:
-                self.reply("334 VXNlcm5hbWU6")
-                user = self.readline()
-            if user == b"*":
-                self.reply("501 5.7.0 Authentication cancelled")
-                return True
-            self.reply("334 UGFzc3dvcmQ6")
-            pw = self.readline()
-            if pw == b"*":
-                self.reply("501 5.7.0 Authentication cancelled")
-                return True
-            if not (_is_b64(user) and _is_b64(pw)):
-                self.reply("501 5.5.2 Cannot decode response")
-                return True
-        else:
+        if mech not in self.auth_mechanisms():
             self.reply("504 5.5.4 Unrecognized authentication type")
             return True
-        if self.opts.auth_fail:
+        creds = self.read_credentials(mech, parts[1] if len(parts) > 1 else None)
+        if creds is None:
+            return True                       # cancelled or undecodable, answered
+        if not self.check_credentials(mech, *creds):
             self.reply("535 5.7.8 Authentication credentials invalid")
             return True
         self.authed = True
         self.reply("235 2.7.0 Authentication successful")
         return True
 
+    def auth_response(self, given, prompt):
+        """The client's answer: `given` (on the AUTH line) or the line that
+        follows a 334 `prompt`. None, answered with 501, when it is "*"."""
+        if given is None:
+            self.reply(prompt)
+            given = self.readline()
+        if given == b"*":
+            self.reply("501 5.7.0 Authentication cancelled")
+            return None
+        return given
 
-def _is_b64(data):
+    def read_credentials(self, mech, initial):
+        """(user, password) for PLAIN or LOGIN; None when the client
+        cancelled or they do not decode (answered)."""
+        if mech == b"PLAIN":
+            resp = self.auth_response(initial, "334 ")
+            if resp is None:
+                return None
+            creds = self.decode_plain(resp)
+        else:
+            user = self.auth_response(initial, "334 VXNlcm5hbWU6")
+            if user is None:
+                return None
+            pw = self.auth_response(None, "334 UGFzc3dvcmQ6")
+            if pw is None:
+                return None
+            user, pw = decode_b64(user), decode_b64(pw)
+            creds = None if user is None or pw is None else (user, pw)
+        if creds is None:
+            self.reply("501 5.5.2 Cannot decode response")
+        return creds
+
+    def auth_mechanisms(self):
+        """Hook: the AUTH mechanisms taken (upper-case bytes)."""
+        return (b"PLAIN", b"LOGIN")
+
+    def decode_plain(self, resp):
+        """Hook: (user, password) of an AUTH PLAIN response, None when it
+        does not decode. Here any base64 will do, or "=" (empty)."""
+        raw = b"" if resp == b"=" else decode_b64(resp)
+        if raw is None:
+            return None
+        fields = raw.split(b"\0")
+        return (fields[1], fields[2]) if len(fields) == 3 else (b"", b"")
+
+    def check_credentials(self, mech, user, pw):
+        """Hook: whether the credentials are right (here: any, unless
+        --auth-fail)."""
+        return not self.opts.auth_fail
+
+
+def decode_b64(data):
+    """The bytes that base64 `data` stands for, or None when it is not
+    valid base64."""
     try:
-        base64.b64decode(data, validate=True)
-        return True
+        return base64.b64decode(data, validate=True)
     except (ValueError, TypeError):
-        return False
+        return None
 
 
-def _unescape(text):
+def unescape(text):
     """'\\r', '\\n', '\\t', '\\0', '\\\\' and '\\xHH' in a command-line argument, as bytes."""
     out = bytearray()
     raw = text.encode("utf-8", "surrogateescape")
@@ -693,7 +811,14 @@ def main(argv=None):
                    "is a new greeting that starts the session over (as Postfix does), "
                    "anything else a refusal")
     opts = p.parse_args(argv)
+    return run_server(opts, Server, lambda family, host, port: _fmt_addr(
+        (host, port) if family == socket.AF_INET else (host, port, 0, 0)))
 
+
+def run_server(opts, server_class, where):
+    """Listen on opts.listen, make server_class(opts), write the bound port
+    to opts.port_file, say "listening on " + where(family, host, port) and
+    serve until SIGTERM/SIGINT. Returns 0."""
     family, host, port = opts.listen
     lsock = socket.socket(family, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -702,14 +827,13 @@ def main(argv=None):
     lsock.bind((host, port))
     lsock.listen(128)
     bound = lsock.getsockname()[1]
-    srv = Server(opts)
+    srv = server_class(opts)
     if opts.port_file:
         tmp = opts.port_file + ".tmp"
         with open(tmp, "w") as f:
             f.write("%d\n" % bound)
         os.rename(tmp, opts.port_file)
-    srv.say("[backend] listening on %s" % _fmt_addr((host, bound) if family == socket.AF_INET
-                                                     else (host, bound, 0, 0)))
+    srv.say("listening on " + where(family, host, bound))
     srv.serve(lsock)
     return 0
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -143,7 +144,7 @@ def ipv6_available():
 # temp dirs and certificates
 
 _session_dir = None
-_certs = None
+_per_run_objects = {}          # subdir -> what _per_run() made there
 _lock = threading.RLock()
 
 
@@ -210,14 +211,18 @@ class Certs:
         return self.ec_key
 
 
-def certs():
-    global _certs
+def _per_run(subdir, factory):
+    """factory(session_dir()/subdir), made once per run (on first use)."""
     with _lock:
-        if _certs is None:
-            d = os.path.join(session_dir(), "certs")
+        if subdir not in _per_run_objects:
+            d = os.path.join(session_dir(), subdir)
             os.makedirs(d, exist_ok=True)
-            _certs = Certs(d)
-        return _certs
+            _per_run_objects[subdir] = factory(d)
+        return _per_run_objects[subdir]
+
+
+def certs():
+    return _per_run("certs", Certs)
 
 
 def client_context(cafile=None, verify=True):
@@ -277,54 +282,80 @@ def _stop_process(proc, timeout, sig=signal.SIGTERM):
     return proc.returncode
 
 
-class Backend:
+class _Helper:
+    """A helper program of the tests (PROGRAM: backend, smarthost,
+    haproxy) as a subprocess, its stdout and stderr in `out_path`."""
+
+    PROGRAM = None
+
+    def __init__(self, workdir, name, out_suffix):
+        self.workdir = workdir
+        self.name = name
+        self.out_path = os.path.join(workdir, name + out_suffix)
+        self.proc = None
+
+    def spawn(self, cmd, ready, what, **popen_kw):
+        """Start cmd and wait until ready() is true (`what` names that in
+        the Timeout). Raises if the program exits first."""
+        self._out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_PDEATHSIG, **popen_kw)
+
+        def check():
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %s:\n%s" % (self.PROGRAM, self.proc.returncode,
+                                                               self.output()))
+            return ready()
+        wait_until(check, READY_TIMEOUT, what)
+
+    def stop(self, timeout=5.0):
+        """SIGTERM (SIGKILL after `timeout`); returns the exit status, None
+        when it was not running."""
+        if self.proc is None:
+            return None
+        rc = _stop_process(self.proc, timeout)
+        self._out.close()
+        self.proc = None
+        return rc
+
+    def output(self):
+        return _tail(self.out_path)
+
+
+class Backend(_Helper):
     """tests/backend.py as a subprocess, listening on a port it picked
     itself (no race), with a maildir and a raw byte log in `workdir`."""
 
+    PROGRAM = "backend"
+
     def __init__(self, workdir, args=(), host="127.0.0.1", name="backend"):
-        self.workdir = workdir
+        super().__init__(workdir, name, "-stdout.txt")
         self.host = host
-        self.name = name
         self.args = list(args)
         self.maildir = os.path.join(workdir, name + "-mail")
         self.log_path = os.path.join(workdir, name + "-raw.log")
-        self.out_path = os.path.join(workdir, name + "-stdout.txt")
         self.port_file = os.path.join(workdir, name + ".port")
-        self.proc = None
         self.port = None
 
     @property
     def addr(self):
         return fmt_addr(self.host, self.port)
 
+    def command(self):
+        return [PYTHON, BACKEND_PY, "--listen", fmt_addr(self.host, 0),
+                "--port-file", self.port_file, "--maildir", self.maildir,
+                "--log", self.log_path, "--quiet"] + self.args
+
     def start(self):
         os.makedirs(self.maildir, exist_ok=True)
         open(self.log_path, "ab").close()
-        cmd = [PYTHON, BACKEND_PY, "--listen", fmt_addr(self.host, 0),
-               "--port-file", self.port_file, "--maildir", self.maildir,
-               "--log", self.log_path, "--quiet"] + self.args
-        self._out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_PDEATHSIG)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError("backend exited with %s:\n%s" % (self.proc.returncode, self.output()))
-            return os.path.exists(self.port_file)
-        wait_until(ready, READY_TIMEOUT, "backend port file")
+        if os.path.exists(self.port_file):
+            os.unlink(self.port_file)
+        self.spawn(self.command(), lambda: os.path.exists(self.port_file),
+                   "%s port file" % self.PROGRAM)
         with open(self.port_file) as f:
             self.port = int(f.read().strip())
         return self
-
-    def stop(self, timeout=5.0):
-        rc = None
-        if self.proc is not None:
-            rc = _stop_process(self.proc, timeout)
-            self._out.close()
-        return rc
-
-    def output(self):
-        return _tail(self.out_path)
 
     def diagnostics(self):
         return "--- %s (%s) stdout ---\n%s\n--- %s raw log (tail) ---\n%s" % (
@@ -385,20 +416,23 @@ class Backend:
         with open(self.log_path, "rb") as f:
             return f.read()
 
-    def connections(self):
-        """How many connections the backend has accepted so far."""
+    def stdout_text(self):
         try:
             with open(self.out_path, "rb") as f:
-                return len(re.findall(rb"^\[backend\] connection \d+ from", f.read(), re.M))
+                return f.read().decode("utf-8", "replace")
         except OSError:
-            return 0
+            return ""
+
+    def events(self, pattern):
+        """The regex matches (re.M) over its event lines."""
+        return re.findall(pattern, self.stdout_text(), re.M)
+
+    def connections(self):
+        """How many connections it has accepted so far."""
+        return len(self.events(r"^\[%s\] connection \d+ from" % self.PROGRAM))
 
     def closed_connections(self):
-        try:
-            with open(self.out_path, "rb") as f:
-                return len(re.findall(rb"^\[backend\] connection \d+ closed", f.read(), re.M))
-        except OSError:
-            return 0
+        return len(self.events(r"^\[%s\] connection \d+ closed" % self.PROGRAM))
 
 
 DEFAULT_LISTENERS = (
@@ -450,28 +484,42 @@ class Gateway:
     def client_context(self, verify=True):
         return client_context(verify=verify)
 
+    # How a list value is written: None, one "key = item" line per item;
+    # else one line with the items joined with this.
+    LIST_JOIN = None
+
+    def ini_section(self, out, title, opts):
+        """Append the lines of section [title] with `opts` (None values
+        left out) to the list `out`."""
+        out.append("[%s]" % title)
+        for k, v in opts.items():
+            if v is None:
+                continue
+            if isinstance(v, (list, tuple)):
+                if self.LIST_JOIN is not None:
+                    v = [self.LIST_JOIN.join(str(x) for x in v)]
+            else:
+                v = [v]
+            for one in v:
+                out.append("%s = %s" % (k, one))
+        out.append("")
+
+    def listener_sections(self, out):
+        for lname, mode, lhost, port, opts in self.listeners:
+            o = {"address": fmt_addr(lhost, port), "mode": mode}
+            o.update(opts)
+            self.ini_section(out, "listener:" + lname, o)
+
     def config_text(self):
         if self.raw_config is not None:
             return self.raw_config
         out = []
-
-        def section(title, opts):
-            out.append("[%s]" % title)
-            for k, v in opts.items():
-                if v is None:
-                    continue
-                for one in (v if isinstance(v, (list, tuple)) else [v]):
-                    out.append("%s = %s" % (k, one))
-            out.append("")
-        section("gateway", self.gateway_opts)
-        section("tls", self.tls_opts)
-        section("timeouts", self.timeout_opts)
-        for lname, mode, lhost, port, opts in self.listeners:
-            o = {"address": fmt_addr(lhost, port), "mode": mode}
-            o.update(opts)
-            section("listener:" + lname, o)
+        self.ini_section(out, "gateway", self.gateway_opts)
+        self.ini_section(out, "tls", self.tls_opts)
+        self.ini_section(out, "timeouts", self.timeout_opts)
+        self.listener_sections(out)
         for title, opts in self.extra.items():
-            section(title, opts)
+            self.ini_section(out, title, opts)
         return "\n".join(out)
 
     def write_config(self):
@@ -651,6 +699,14 @@ class SMTPClient:
         self.sock = ctx.wrap_socket(self.sock, server_hostname=server_hostname)
         self.tls = True
 
+    def try_wrap(self, ctx=None, server_hostname="gw.test"):
+        """wrap(); False instead of the error when the handshake fails."""
+        try:
+            self.wrap(ctx, server_hostname)
+            return True
+        except (ssl.SSLError, OSError):
+            return False
+
     def send(self, data):
         if isinstance(data, str):
             data = data.encode()
@@ -802,6 +858,55 @@ def big_message(size, marker="big"):
     return head + block * reps
 
 
+def uniq(tag):
+    """A marker unique in this run: TAG-PID-NNNNN."""
+    uniq.n += 1
+    return "%s-%d-%05d" % (tag, os.getpid(), uniq.n)      # fixed width: prefix-free
+
+
+uniq.n = 0
+
+
+def mid(m):
+    """The Message-ID line of a make_message() message: unique, delimited."""
+    line = m.split(b"\r\n")[3]
+    assert line.startswith(b"Message-ID: <"), line
+    return line
+
+
+def has_tool(name):
+    return shutil.which(name) is not None
+
+
+def tls_client(gw, listener="smtps", **kw):
+    """A client on an implicit listener, past the banner (asserted 220)."""
+    c = SMTPClient(gw.port(listener), tls=True, **kw)
+    r = c.reply()
+    if r.code != 220:
+        c.close()
+        raise AssertionError("banner on %s: %r" % (listener, r))
+    return c
+
+
+def starttls_client(gw, listener="submission", ehlo="client.test"):
+    """A client on a STARTTLS listener, after greeting, EHLO, STARTTLS and
+    the TLS handshake (not yet the second EHLO)."""
+    c = SMTPClient(gw.port(listener))
+    r = c.reply()
+    if r.code != 220:
+        c.close()
+        raise AssertionError("greeting on %s: %r" % (listener, r))
+    r = c.ehlo(ehlo)
+    if r.code != 250:
+        c.close()
+        raise AssertionError("EHLO on %s: %r" % (listener, r))
+    r = c.starttls()
+    if r.code != 220:
+        c.close()
+        raise AssertionError("STARTTLS on %s: %r" % (listener, r))
+    return c
+
+
 # --------------------------------------------------------------------------
 # test case base class
 
@@ -946,6 +1051,18 @@ class SourcedClient(SMTPClient):
             self.wrap(ctx, server_hostname)
 
 
+def recv_some(sock, timeout, size=65536):
+    """One recv() on a raw socket within `timeout` seconds: the bytes, b""
+    when the peer closed (or reset), None when nothing came in time."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(size)
+    except socket.timeout:
+        return None
+    except OSError:
+        return b""
+
+
 def raw_until_closed(sock, timeout):
     """Read a raw socket until the peer closes (or resets); return
     (bytes, seconds taken). Raises Timeout if it is still open."""
@@ -956,16 +1073,43 @@ def raw_until_closed(sock, timeout):
         left = deadline - time.monotonic()
         if left <= 0:
             raise Timeout("connection still open after %.1fs (got %r)" % (timeout, got[:200]))
-        sock.settimeout(max(0.01, left))
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
+        data = recv_some(sock, max(0.01, left))
+        if data is None:
             continue
-        except OSError:
-            data = b""
         if not data:
             return got, time.monotonic() - t0
         got += data
+
+
+def greets(port, source=None, host="127.0.0.1"):
+    """Whether a new connection to host:port (from `source`, an address
+    of 127.0.0.0/8, when given) is greeted with 220 within 3 s."""
+    with (SMTPClient(port, host) if source is None else SourcedClient(port, source, host)) as c:
+        try:
+            return c.reply(timeout=3).code == 220
+        except (ConnectionClosed, Timeout):
+            return False
+
+
+def hold_greeted(port, n, held, host="127.0.0.1", timeout=10):
+    """Open n SMTPClients to host:port, each greeted with 220, into the
+    list `held` (the caller closes them). A gateway may still count an
+    earlier connection (the readiness probe's) for a moment, so this
+    starts over until all n are greeted; Timeout after `timeout` s."""
+    def all_greeted():
+        for c in held:
+            c.close()
+        held.clear()
+        for _ in range(n):
+            c = SMTPClient(port, host=host)
+            held.append(c)
+            try:
+                if c.reply(timeout=3).code != 220:
+                    return False
+            except (ConnectionClosed, Timeout):
+                return False
+        return True
+    wait_until(all_greeted, timeout, "%d greeted connections to %s" % (n, fmt_addr(host, port)))
 
 
 class MemoryTLS:
@@ -1004,6 +1148,10 @@ class MemoryTLS:
             raise Timeout("TLS peer silent")
         except OSError:
             data = b""
+        return self._take(data)
+
+    def _take(self, data):
+        """Hand bytes received (b"": the peer's EOF) to TLS; False at EOF."""
         if data:
             self.inc.write(data)
         else:
@@ -1081,10 +1229,7 @@ class MemoryTLS:
                     continue
                 except OSError:
                     d = b""
-                if d:
-                    self.inc.write(d)
-                else:
-                    self.inc.write_eof()
+                self._take(d)
                 while True:
                     try:
                         chunk = self.obj.read(65536)
@@ -1148,30 +1293,42 @@ def proc_rss_kb(pid):
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
-def proc_tcp_states(pid):
-    """{TCP state (hex, as in /proc/net/tcp: "01" established, "0A" listen,
-    "08" close-wait ...): count} over the sockets that process `pid` holds."""
-    states = {}
+def _proc_tcp_rows():
+    """The rows of /proc/net/tcp and /proc/net/tcp6, split into fields
+    (1: local address, 2: remote, 3: state, 9: inode)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
-                for line in f:
-                    parts = line.split()
-                    if len(parts) > 9:
-                        states[parts[9]] = parts[3]
-        except OSError:
-            pass
-    out = {}
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                rows = [line.split() for line in f]
         except OSError:
             continue
-        m = re.match(r"socket:\[(\d+)\]$", target)
-        if m and m.group(1) in states:
-            st = states[m.group(1)]
-            out[st] = out.get(st, 0) + 1
+        for p in rows:
+            if len(p) > 9:
+                yield p
+
+
+def _socket_inodes(pid):
+    """The socket inode of each fd of process `pid` that is a socket."""
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            m = re.match(r"socket:\[(\d+)\]$", os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            continue
+        if m:
+            out.append(m.group(1))
+    return out
+
+
+def proc_tcp_states(pid):
+    """{TCP state (hex, as in /proc/net/tcp: "01" established, "0A" listen,
+    "08" close-wait ...): count} over the sockets that process `pid` holds."""
+    states = {p[9]: p[3] for p in _proc_tcp_rows()}
+    out = {}
+    for inode in _socket_inodes(pid):
+        if inode in states:
+            out[states[inode]] = out.get(states[inode], 0) + 1
     return out
 
 
@@ -1230,22 +1387,22 @@ def open_greeted(port, n, timeout, host="127.0.0.1", source=None):
 
 
 def is_sanitized_binary(path=None):
-    """True if the gateway binary links AddressSanitizer (RSS is not
-    meaningful then: freed memory sits in ASan's quarantine)."""
+    """True if the gateway runs under AddressSanitizer or valgrind (RSS is
+    not meaningful then: freed memory sits in ASan's quarantine, valgrind
+    adds its own)."""
     path = path or gateway_bin()
     try:
         with open(path, "rb") as f:
-            return b"__asan_init" in f.read()
+            data = f.read()
     except OSError:
         return False
+    return b"__asan_init" in data or b"valgrind" in data
 
 
 # --------------------------------------------------------------------------
 # client identity helpers: PROXY protocol headers (both directions), a client
 # behind a load balancer, the TCP connections a process holds, HAProxy
 # (tests/integration/test_identity.py)
-
-import struct  # noqa: E402
 
 PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 PP2_TYPE_ALPN = 0x01
@@ -1408,30 +1565,9 @@ def tcp_connections(pid=None):
     """The TCP sockets on this host (or only those process `pid` holds), as
     dicts: local (host, port), remote (host, port), state (hex as in
     /proc/net/tcp: "01" established, "0A" listen)."""
-    inodes = None
-    if pid is not None:
-        inodes = set()
-        for fd in os.listdir("/proc/%d/fd" % pid):
-            try:
-                m = re.match(r"socket:\[(\d+)\]$", os.readlink("/proc/%d/fd/%s" % (pid, fd)))
-            except OSError:
-                continue
-            if m:
-                inodes.add(m.group(1))
-    out = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    p = line.split()
-                    if len(p) < 10 or (inodes is not None and p[9] not in inodes):
-                        continue
-                    out.append({"local": _proc_net_addr(p[1]), "remote": _proc_net_addr(p[2]),
-                                "state": p[3]})
-        except OSError:
-            pass
-    return out
+    inodes = None if pid is None else set(_socket_inodes(pid))
+    return [{"local": _proc_net_addr(p[1]), "remote": _proc_net_addr(p[2]), "state": p[3]}
+            for p in _proc_tcp_rows() if inodes is None or p[9] in inodes]
 
 
 def tcp_listening(port, host="127.0.0.1"):
@@ -1443,19 +1579,19 @@ def haproxy_bin():
                                        else None)
 
 
-class HAProxy:
+class HAProxy(_Helper):
     """HAProxy in the foreground (-db) with a config given as text, for
     tests of accept_proxy behind a real load balancer. `ports` are the
-    frontend ports it must be listening on before start() returns."""
+    frontend ports it must be listening on before start() returns. stop()
+    is a hard one (SIGTERM); SIGUSR1 would wait for open connections."""
+
+    PROGRAM = "haproxy"
 
     def __init__(self, workdir, config, ports, name="haproxy"):
-        self.workdir = workdir
-        self.name = name
+        super().__init__(workdir, name, "-output.txt")
         self.config = config
         self.ports = list(ports)
         self.config_path = os.path.join(workdir, name + ".cfg")
-        self.out_path = os.path.join(workdir, name + "-output.txt")
-        self.proc = None
 
     def start(self):
         binary = haproxy_bin()
@@ -1463,29 +1599,10 @@ class HAProxy:
             raise FileNotFoundError("haproxy is not installed (scripts/install-deps test)")
         with open(self.config_path, "w") as f:
             f.write(self.config)
-        self._out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen([binary, "-db", "-f", self.config_path], stdout=self._out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.workdir, preexec_fn=_PDEATHSIG)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError("haproxy exited with %s:\n%s" % (self.proc.returncode, self.output()))
-            return all(tcp_listening(p) for p in self.ports)
-        wait_until(ready, READY_TIMEOUT, "haproxy listening on %s" % self.ports)
+        self.spawn([binary, "-db", "-f", self.config_path],
+                   lambda: all(tcp_listening(p) for p in self.ports),
+                   "haproxy listening on %s" % self.ports, cwd=self.workdir)
         return self
-
-    def stop(self, timeout=5.0):
-        if self.proc is None:
-            return None
-        # SIGUSR1 would be a soft stop (waits for open connections)
-        rc = _stop_process(self.proc, timeout)
-        self._out.close()
-        self.proc = None
-        return rc
-
-    def output(self):
-        return _tail(self.out_path)
 
     def diagnostics(self):
         return "--- %s config ---\n%s\n--- %s output (tail) ---\n%s" % (
@@ -1496,8 +1613,6 @@ class HAProxy:
 # egress helpers: a test CA and smarthost certificates, the scripted TLS
 # smarthost (tests/smarthost.py), a gateway with an egress listener, a
 # loopback port where connect() hangs (tests/integration/test_egress.py)
-
-import struct  # noqa: E402,F811
 
 SMARTHOST_PY = os.path.join(REPO, "tests", "smarthost.py")
 RELAY_USER = "apikey"
@@ -1550,17 +1665,8 @@ class RelayCerts:
         return ["--cert", cert, "--key", key]
 
 
-_relay_certs = None
-
-
 def relay_certs():
-    global _relay_certs
-    with _lock:
-        if _relay_certs is None:
-            d = os.path.join(session_dir(), "relay-certs")
-            os.makedirs(d, exist_ok=True)
-            _relay_certs = RelayCerts(d)
-        return _relay_certs
+    return _per_run("relay-certs", RelayCerts)
 
 
 class SmarthostConn:
@@ -1588,48 +1694,16 @@ class Smarthost(Backend):
     `port` when given (e.g. a port the gateway already tried and found
     closed). The maildir helpers are Backend's."""
 
+    PROGRAM = "smarthost"
+
     def __init__(self, workdir, args=(), name="smarthost", port=0):
         super().__init__(workdir, args, name=name)
         self.want_port = port
 
-    def start(self):
-        os.makedirs(self.maildir, exist_ok=True)
-        open(self.log_path, "ab").close()
-        if os.path.exists(self.port_file):
-            os.unlink(self.port_file)
-        cmd = [PYTHON, SMARTHOST_PY, "--listen", "%s:%d" % (self.host, self.want_port),
-               "--port-file", self.port_file, "--maildir", self.maildir,
-               "--log", self.log_path] + self.args
-        self._out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_PDEATHSIG)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError("smarthost exited with %s:\n%s" % (self.proc.returncode,
-                                                                     self.output()))
-            return os.path.exists(self.port_file)
-        wait_until(ready, READY_TIMEOUT, "smarthost port file")
-        with open(self.port_file) as f:
-            self.port = int(f.read().strip())
-        return self
-
-    def stdout_text(self):
-        try:
-            with open(self.out_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def events(self, pattern):
-        """The regex matches (re.M) over its event lines."""
-        return re.findall(pattern, self.stdout_text(), re.M)
-
-    def connections(self):
-        return len(self.events(r"^\[smarthost\] connection \d+ from"))
-
-    def closed_connections(self):
-        return len(self.events(r"^\[smarthost\] connection \d+ closed"))
+    def command(self):
+        return [PYTHON, SMARTHOST_PY, "--listen", "%s:%d" % (self.host, self.want_port),
+                "--port-file", self.port_file, "--maildir", self.maildir,
+                "--log", self.log_path] + self.args
 
     def wait_closed(self, n, timeout=REPLY_TIMEOUT):
         """Wait until n connections have ended (so the log is complete)."""
@@ -1698,25 +1772,14 @@ class EgressGateway(Gateway):
     def port_out(self):
         return self.ports["outbound"]
 
+    LIST_JOIN = ", "
+
     def config_text(self):
         out = []
-
-        def section(title, opts):
-            out.append("[%s]" % title)
-            for k, v in opts.items():
-                if v is None:
-                    continue
-                if isinstance(v, (list, tuple)):
-                    v = ", ".join(str(x) for x in v)
-                out.append("%s = %s" % (k, v))
-            out.append("")
-        section("gateway", self.egress_gateway_opts)
-        section("timeouts", self.timeout_opts)
-        for lname, mode, lhost, port, opts in self.listeners:
-            o = {"address": fmt_addr(lhost, port), "mode": mode}
-            o.update(opts)
-            section("listener:" + lname, o)
-        section("upstream:relay", self.upstream_opts)
+        self.ini_section(out, "gateway", self.egress_gateway_opts)
+        self.ini_section(out, "timeouts", self.timeout_opts)
+        self.listener_sections(out)
+        self.ini_section(out, "upstream:relay", self.upstream_opts)
         return "\n".join(out)
 
     def wait_ready(self, timeout=READY_TIMEOUT):
@@ -1724,7 +1787,7 @@ class EgressGateway(Gateway):
             if self.proc.poll() is not None:
                 raise AssertionError("gateway exited with %s before listening:\n%s"
                                      % (self.proc.returncode, self.stderr()))
-            return all(_tcp_listens(lhost, port) for _, _, lhost, port, _ in self.listeners)
+            return all(tcp_listening(port, lhost) for _, _, lhost, port, _ in self.listeners)
         wait_until(ready, timeout, "egress gateway listening")
 
     def log_text(self):
@@ -1736,21 +1799,6 @@ class EgressGateway(Gateway):
 
     def log_count(self, pattern):
         return len(re.findall(pattern, self.log_text(), re.M))
-
-
-def _tcp_listens(host, port):
-    """Whether some socket listens on host:port (IPv4), from /proc/net/tcp."""
-    want = "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(host))[0], port)
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                p = line.split()
-                if len(p) > 3 and p[3] == "0A" and p[1] == want:
-                    return True
-    except OSError:
-        pass
-    return False
 
 
 class Blackhole:

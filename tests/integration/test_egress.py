@@ -22,7 +22,6 @@ Run with tests/integration/run.py (TEST_FILTER=test_egress for this file).
 import base64
 import os
 import re
-import shutil
 import smtplib
 import subprocess
 import time
@@ -30,29 +29,10 @@ import unittest
 import uuid
 
 import lib
-from lib import SMTPClient, dot_stuff, make_message
+from lib import SMTPClient, dot_stuff, has_tool, make_message, mid, uniq
 
 # Never before TLS: commands, credentials, message content.
 SENSITIVE = (b"MAIL", b"RCPT", b"DATA", b"BDAT", b"AUTH", b"RSET", b"From:", b"Subject:")
-
-
-def has_tool(name):
-    return shutil.which(name) is not None
-
-
-def uniq(tag):
-    uniq.n += 1
-    return "%s-%d-%05d" % (tag, os.getpid(), uniq.n)
-
-
-uniq.n = 0
-
-
-def mid(m):
-    """The Message-ID line of a make_message() message."""
-    line = m.split(b"\r\n")[3]
-    assert line.startswith(b"Message-ID: <"), line
-    return line
 
 
 def lines(data):

@@ -11,7 +11,6 @@ Run with tests/integration/run.py (TEST_FILTER=substring for a subset).
 import os
 import queue
 import re
-import shutil
 import signal
 import smtplib
 import ssl
@@ -21,58 +20,11 @@ import time
 import unittest
 
 import lib
-from lib import SMTPClient, ConnectionClosed, Timeout, dot_stuff, make_message
+from lib import (SMTPClient, ConnectionClosed, Timeout, dot_stuff, has_tool, make_message, mid,
+                 starttls_client, tls_client, uniq)
 
 EXT_ALL = ("PIPELINING,8BITMIME,CHUNKING,STARTTLS,XCLIENT,XFORWARD,AUTH PLAIN LOGIN,"
            "SIZE 52428800,ENHANCEDSTATUSCODES")
-
-
-def uniq(tag):
-    uniq.n += 1
-    return "%s-%d-%05d" % (tag, os.getpid(), uniq.n)      # fixed width: prefix-free
-
-
-uniq.n = 0
-
-
-def mid(m):
-    """The Message-ID line of a make_message() message: unique, delimited."""
-    line = m.split(b"\r\n")[3]
-    assert line.startswith(b"Message-ID: <"), line
-    return line
-
-
-def has_tool(name):
-    return shutil.which(name) is not None
-
-
-def tls_client(gw, listener="smtps", **kw):
-    """A client on an implicit listener, past the banner (asserted 220)."""
-    c = SMTPClient(gw.port(listener), tls=True, **kw)
-    r = c.reply()
-    if r.code != 220:
-        c.close()
-        raise AssertionError("banner on %s: %r" % (listener, r))
-    return c
-
-
-def starttls_client(gw, listener="submission", ehlo="client.test"):
-    """A client on a STARTTLS listener, after greeting, EHLO, STARTTLS and
-    the TLS handshake (not yet the second EHLO)."""
-    c = SMTPClient(gw.port(listener))
-    r = c.reply()
-    if r.code != 220:
-        c.close()
-        raise AssertionError("greeting on %s: %r" % (listener, r))
-    r = c.ehlo(ehlo)
-    if r.code != 250:
-        c.close()
-        raise AssertionError("EHLO on %s: %r" % (listener, r))
-    r = c.starttls()
-    if r.code != 220:
-        c.close()
-        raise AssertionError("STARTTLS on %s: %r" % (listener, r))
-    return c
 
 
 def normalized(wire_body):
@@ -547,11 +499,7 @@ class StartTLSTest(lib.SharedGatewayTest):
         tls_ok = False
         if r.code == 220:
             c.buf = b""     # whatever else came in plaintext is ignored; only the backend matters
-            try:
-                c.wrap()
-                tls_ok = True
-            except (ssl.SSLError, OSError):
-                pass
+            tls_ok = c.try_wrap()
         if tls_ok:
             try:
                 r = c.ehlo("after.injection")
@@ -961,23 +909,9 @@ class LifecycleTest(lib.IntegrationTest):
                                  listeners=(("submission", "starttls", {}),))
         port = gw.port("submission")
         held = []
-
-        def two_greeted():
-            # The readiness probe's connection may not be released yet: retry.
-            for c in held:
-                c.close()
-            held.clear()
-            for _ in range(2):
-                c = SMTPClient(port)
-                held.append(c)
-                try:
-                    if c.reply(timeout=3).code != 220:
-                        return False
-                except (ConnectionClosed, Timeout):
-                    return False
-            return True
-        lib.wait_until(two_greeted, 10, "two greeted connections")
         self.addCleanup(lambda: [c.close() for c in held])
+        # The readiness probe's connection may not be released yet: retried.
+        lib.hold_greeted(port, 2, held)
         t0 = time.monotonic()
         with SMTPClient(port) as c3:
             self.assertCode(c3.reply(timeout=5), 421)
@@ -985,14 +919,7 @@ class LifecycleTest(lib.IntegrationTest):
             c3.wait_closed()
         held[0].cmd("QUIT")
         held[0].close()
-
-        def fourth_greeted():
-            with SMTPClient(port) as c:
-                try:
-                    return c.reply(timeout=3).code == 220
-                except (ConnectionClosed, Timeout):
-                    return False
-        lib.wait_until(fourth_greeted, 10, "a slot to free up after a close")
+        lib.wait_until(lambda: lib.greets(port), 10, "a slot to free up after a close")
 
     def test_sigterm_idle_exits_zero(self):
         be, gw = self.setup_pair()

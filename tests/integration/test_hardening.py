@@ -23,36 +23,8 @@ import time
 import unittest
 
 import lib
-from lib import SMTPClient, SourcedClient, ConnectionClosed, Timeout, dot_stuff, make_message
-
-
-def uniq(tag):
-    uniq.n += 1
-    return "%s-%d-%05d" % (tag, os.getpid(), uniq.n)
-
-
-uniq.n = 0
-
-
-def tls_client(gw, listener="smtps", **kw):
-    """A client on an implicit listener, past the banner (asserted 220)."""
-    c = SMTPClient(gw.port(listener), tls=True, **kw)
-    r = c.reply()
-    if r.code != 220:
-        c.close()
-        raise AssertionError("banner on %s: %r" % (listener, r))
-    return c
-
-
-def starttls_client(gw, listener="submission"):
-    """A client on a STARTTLS listener, inside TLS (before the second EHLO)."""
-    c = SMTPClient(gw.port(listener))
-    for step in (c.reply, c.ehlo, c.starttls):
-        r = step()
-        if r.code not in (220, 250):
-            c.close()
-            raise AssertionError("%s on %s: %r" % (step.__name__, listener, r))
-    return c
+from lib import (SMTPClient, SourcedClient, ConnectionClosed, Timeout, dot_stuff, make_message,
+                 starttls_client, tls_client, uniq)
 
 
 def raw_connect(port, source=None, timeout=5.0):
@@ -131,13 +103,9 @@ def trickle_raw(sock, payload, interval, limit):
                 i += 1
             except OSError:
                 return got, time.monotonic() - t0, i
-        sock.settimeout(interval)             # the wait paces the sender
-        try:
-            data = sock.recv(4096)
-        except socket.timeout:
+        data = lib.recv_some(sock, interval, 4096)     # the wait paces the sender
+        if data is None:
             continue
-        except OSError:
-            data = b""
         if not data:
             return got, time.monotonic() - t0, i
         got += data
@@ -215,14 +183,8 @@ class PerAddressLimitTest(lib.IntegrationTest):
         self._refused_fast(gw.port("submission"), src, "submission")
         # a client that just vanishes gives its place back too
         held[1].close()
-
-        def fresh_greeted():
-            with SourcedClient(gw.port("submission"), src) as c2:
-                try:
-                    return c2.reply(timeout=3).code == 220
-                except (ConnectionClosed, Timeout):
-                    return False
-        lib.wait_until(fresh_greeted, 5, "a place to free up after a client vanished")
+        lib.wait_until(lambda: lib.greets(gw.port("submission"), src), 5,
+                       "a place to free up after a client vanished")
 
     def test_default_limit_under_a_flood_from_one_address(self):
         be, gw = self.setup_pair(listeners=(("submission", "starttls", {}),))   # no [limits]: 20
@@ -243,14 +205,8 @@ class PerAddressLimitTest(lib.IntegrationTest):
         for s in socks:
             s.close()
         socks.clear()
-
-        def greeted_again():
-            with SourcedClient(gw.port("submission"), src) as c:
-                try:
-                    return c.reply(timeout=3).code == 220
-                except (ConnectionClosed, Timeout):
-                    return False
-        lib.wait_until(greeted_again, 5, "the flooding address to be served again")
+        lib.wait_until(lambda: lib.greets(gw.port("submission"), src), 5,
+                       "the flooding address to be served again")
 
     def test_every_kind_of_end_gives_the_place_back(self):
         dead = lib.fmt_addr("127.0.0.1", lib.closed_port())
@@ -332,24 +288,10 @@ class PerAddressLimitTest(lib.IntegrationTest):
         be, gw = self.setup_pair(listeners=(("sub6", "starttls", {"_host": "::1"}),),
                                  extra=lib.limits_section(per_ip_connections=2))
         port = gw.port("sub6")
-
-        def two_greeted():
-            # the readiness probe (also from ::1) may not be released yet: retry
-            for c in held:
-                c.close()
-            held.clear()
-            for _ in range(2):
-                c = SMTPClient(port, host="::1")
-                held.append(c)
-                try:
-                    if c.reply(timeout=3).code != 220:
-                        return False
-                except (ConnectionClosed, Timeout):
-                    return False
-            return True
         held = []
         self.addCleanup(lambda: [c.close() for c in held])
-        lib.wait_until(two_greeted, 10, "two greeted connections from ::1")
+        # the readiness probe (also from ::1) may not be released yet: retried
+        lib.hold_greeted(port, 2, held, host="::1")
         t0 = time.monotonic()
         with socket.create_connection(("::1", port), timeout=5) as s:
             got, _ = lib.raw_until_closed(s, 5)
@@ -638,11 +580,7 @@ class StartTLSInjectionTest(lib.IntegrationTest):
                     self.assertIsNone(re.match(rb"\d{3}", c.buf), c.buf)
                     tls_ok = False
                     if not c.buf:
-                        try:
-                            c.wrap()
-                            tls_ok = True
-                        except (ssl.SSLError, OSError):
-                            pass
+                        tls_ok = c.try_wrap()
                     if tls_ok:
                         self._after_tls(c)
                     c.close()

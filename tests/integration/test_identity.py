@@ -66,28 +66,6 @@ def mode_of(gw, listener):
     return {name: mode for name, mode, *_ in gw.listeners}[listener]
 
 
-def read_until_closed(sock, timeout):
-    """Read a raw socket until the peer closes or resets; return (bytes,
-    seconds). Raises lib.Timeout if it stays open."""
-    t0 = time.monotonic()
-    deadline = t0 + timeout
-    got = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise lib.Timeout("connection still open after %.1fs (got %r)" % (timeout, got[:200]))
-        sock.settimeout(max(0.01, left))
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except OSError:
-            data = b""
-        if not data:
-            return got, time.monotonic() - t0
-        got += data
-
-
 def own_connection(pid, remote_port, local_host="127.0.0.1"):
     """The local (host, port) of process pid's established connection to
     127.0.0.1:remote_port from local_host (exactly one must exist)."""
@@ -965,7 +943,7 @@ class AcceptProxyEdgeTest(lib.IntegrationTest):
                     s.sendall(data)
             except OSError:
                 pass                 # already closed (and reset) by the gateway
-            got, _ = read_until_closed(s, within)
+            got, _ = lib.raw_until_closed(s, within)
             took = time.monotonic() - t0
         self.assertEqual(got, b"", "bytes before the close")
         if reason is not None:
