@@ -1137,7 +1137,7 @@ class RealClientsTest(lib.SharedGatewayTest):
                 path = os.path.join(self.workdir, marker + ".eml")
                 with open(path, "wb") as f:
                     f.write(m[:-2])          # swaks adds the final CRLF itself
-                r = self._run(["swaks", "--server", "127.0.0.1", "--port", str(self.gw.port(listener)),
+                self._run(["swaks", "--server", "127.0.0.1", "--port", str(self.gw.port(listener)),
                                "--from", "swaks@client.test", "--to", "r@backend.test",
                                "--helo", "swaks.client", "--data", "@" + path,
                                "--timeout", "20"] + extra)
