@@ -25,7 +25,7 @@ CFLAGS	+= -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 LDFLAGS	+= -fsanitize=address,undefined
 endif
 
-SRCS	 = proxy/buf.c proxy/log.c proxy/body.c proxy/smtp.c proxy/smtp_parse.c \
+SRCS	 = proxy/buf.c proxy/log.c proxy/log_syslog.c proxy/body.c proxy/smtp.c proxy/smtp_parse.c \
 	   proxy/smtp_egress.c proxy/iptable.c \
 	   proxy/proxyproto.c \
 	   proxy/endpoint.c \

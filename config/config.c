@@ -846,7 +846,7 @@ config_new(const char *name)
 	}
 	c->max_connections = 10000;
 	c->max_line = 4096;
-	c->workers = 1;
+	c->workers = 0;
 	c->log_level = CONFIG_LOG_INFO;
 	c->timeouts.handshake = 30;
 	c->timeouts.command = 300;

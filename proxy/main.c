@@ -38,6 +38,8 @@ struct control {
 	ev_signal		 sigterm, sigint, sighup;
 };
 
+static sigset_t held_signals;
+
 static void
 usage(void)
 {
@@ -212,6 +214,7 @@ static void
 apply_settings(struct control *ctl, const struct config *c)
 {
 	log_set_level((enum log_level)c->log_level);
+	log_set_output(c->log_format == CONFIG_LOG_JSON, c->syslog);
 	pthread_mutex_lock(&ctl->gw.lock);
 	iptable_set_limits(ctl->gw.ips, (unsigned)c->limits.per_ip_connections,
 	    (unsigned)c->limits.per_ip_rate);
@@ -315,6 +318,8 @@ serve(struct control *ctl)
 	ev_signal_start(loop, &ctl->sigterm);
 	ev_signal_start(loop, &ctl->sigint);
 	ev_signal_start(loop, &ctl->sighup);
+	/* Handled from here on; one that came early was held (main). */
+	sigprocmask(SIG_UNBLOCK, &held_signals, NULL);
 	ev_timer_init(&ctl->sweep, sweep_cb, 60.0, 60.0);
 	ctl->sweep.data = ctl;
 	ev_timer_start(loop, &ctl->sweep);
@@ -372,9 +377,18 @@ main(int argc, char **argv)
 	if (ctl.path == NULL || optind != argc)
 		usage();
 
+	/* The sockets listen before the handlers are in place: hold the
+	 * signals until then, so an early SIGHUP is a reload, not an exit. */
+	sigemptyset(&held_signals);
+	sigaddset(&held_signals, SIGHUP);
+	sigaddset(&held_signals, SIGTERM);
+	sigaddset(&held_signals, SIGINT);
+	sigprocmask(SIG_BLOCK, &held_signals, NULL);
 	if ((c = load(ctl.path, 0)) == NULL)
 		return (1);
 	log_set_level((enum log_level)c->log_level);
+	if (!test)
+		log_set_output(c->log_format == CONFIG_LOG_JSON, c->syslog);
 	if (test) {
 		/* Everything a reload would build, but no socket. */
 		if ((ctl.gen = gen_new(c, 0, NULL, 0, err, sizeof(err))) ==
