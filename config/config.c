@@ -776,6 +776,8 @@ validate(struct config *c)
 
 	for (i = 0; i < c->nupstreams; i++)
 		validate_upstream(c, &c->upstreams[i]);
+	if (c->group != NULL && c->user == NULL)
+		config_error(c, 0, "group needs user in [gateway]");
 	if (c->nlisteners == 0)
 		config_error(c, 0, "no [listener:NAME] section: nothing to serve");
 	for (i = 0; i < c->nlisteners; i++) {
