@@ -34,7 +34,7 @@ SRCS	 = proxy/buf.c proxy/log.c proxy/body.c proxy/smtp.c proxy/smtp_parse.c \
 MAIN	 = proxy/main.c
 UNIT	 = tests/unit/main.c tests/unit/test_buf.c tests/unit/test_smtp.c \
 	   tests/unit/test_config.c tests/unit/test_tls.c tests/unit/test_iptable.c \
-	   tests/unit/test_proxyproto.c
+	   tests/unit/test_proxyproto.c tests/unit/test_metrics.c
 
 OBJS	 = $(SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS = $(UNIT:%.c=$(BUILD)/%.o)
