@@ -13,6 +13,7 @@
 #include "iptable.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "session.h"
 #include "worker.h"
 
@@ -74,6 +75,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			    "reached, refusing a connection", l->conf->name,
 			    c->max_connections);
 			listener_refuse(l, fd, "Too many connections");
+			metrics_refused(l, METRICS_REFUSED_MAX_CONNECTIONS);
 			close(fd);
 			continue;
 		}
@@ -87,6 +89,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				log_msg(LOG_WARN, "listener %s: %s is not in "
 				    "trusted_proxies, refused", l->conf->name,
 				    peer);
+				metrics_refused(l, METRICS_REFUSED_UNTRUSTED_PROXY);
 				close(fd);
 				continue;
 			}
@@ -101,6 +104,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			    l->conf->name, peer, v == IPTABLE_TOO_MANY ?
 			    "per_ip_connections reached" : "per_ip_rate reached");
 			listener_refuse(l, fd, iptable_refusal(v));
+			metrics_refused(l, metrics_refusal_ip(v));
 			close(fd);
 			continue;
 		}
@@ -176,6 +180,7 @@ listener_new_list(struct gen *g, struct worker *w, struct listener **list_r,
 			l->addr = &l->conf->addrs[j];
 			l->fd = g->fds[a * g->nworkers + w->index];
 			smtp_settings(l, c, l->conf);
+			l->mslot = metrics_listener_slot(l->conf->name);
 			ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
 			l->io.data = l;
 			ev_init(&l->retry, retry_cb);

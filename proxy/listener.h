@@ -27,6 +27,7 @@ struct listener {
 	const struct config_upstream	*upstream;	/* egress */
 	unsigned			 nsessions;	/* open on it */
 	unsigned			 retired:1;	/* a reload replaced it */
+	int				 mslot;	/* metrics_listener_slot() */
 	struct listener			*next;
 };
 

@@ -26,6 +26,8 @@
 #include "iptable.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_server.h"
 #include "worker.h"
 
 #define SMTPGATE_VERSION	"0.2.0"
@@ -34,6 +36,9 @@ struct control {
 	const char		*path;
 	struct gateway		 gw;
 	struct gen		*gen;		/* the current generation */
+	struct worker		**ws;		/* for the metrics view */
+	struct metrics_view	 view;
+	struct metrics_server	*ms;		/* NULL: metrics off */
 	ev_timer		 sweep;		/* forgets idle addresses */
 	ev_signal		 sigterm, sigint, sighup;
 };
@@ -238,6 +243,10 @@ reload(struct control *ctl)
 	log_msg(LOG_INFO, "SIGHUP: reloading %s", ctl->path);
 	if ((c = load(ctl->path, 1)) == NULL)
 		goto fail;
+	if (c->metrics.len != old->metrics.len || memcmp(&c->metrics.ss,
+	    &old->metrics.ss, c->metrics.len) != 0)
+		log_msg(LOG_WARN, "%s: a new metrics address needs a restart",
+		    c->file);
 	if (nworkers_for(c) != ctl->gw.nworkers)
 		log_msg(LOG_WARN, "%s: a new number of workers needs a restart; "
 		    "keeping %d", c->file, ctl->gw.nworkers);
@@ -255,7 +264,9 @@ reload(struct control *ctl)
 		gen_unref(g);
 		goto fail;
 	}
+	metrics_register(g->conf);
 	apply_settings(ctl, g->conf);
+	ctl->view.conf = g->conf;
 	if (worker_post_gen(&ctl->gw, g, lists) == -1) {
 		/* A worker may still accept on an old socket: leave them all
 		 * open rather than close one under it. */
@@ -269,9 +280,11 @@ reload(struct control *ctl)
 	ctl->gen = g;
 	log_msg(LOG_INFO, "reloaded %s: configuration %u is live", ctl->path,
 	    g->number);
+	metrics_reload(1);
 	return;
 
 fail:
+	metrics_reload(0);
 	log_msg(LOG_ERROR, "reload failed: still serving configuration %u",
 	    ctl->gen->number);
 }
@@ -336,11 +349,20 @@ serve(struct control *ctl)
 		return (1);
 	}
 	free(lists);
+	if (ctl->gen->conf->metrics.len != 0 && (ctl->ms =
+	    metrics_server_start(loop, &ctl->gen->conf->metrics, &ctl->view,
+	    err, sizeof(err))) == NULL) {
+		log_msg(LOG_ERROR, "%s", err);
+		worker_stop_all(&ctl->gw);
+		return (1);
+	}
 	log_msg(LOG_INFO, "smtpgate %s ready: %d worker%s", SMTPGATE_VERSION,
 	    ctl->gw.nworkers, ctl->gw.nworkers == 1 ? "" : "s");
 
 	ev_run(loop, 0);
 
+	/* Scrapes are not served while the workers drain. */
+	metrics_server_free(ctl->ms);
 	worker_stop_all(&ctl->gw);
 	ev_timer_stop(loop, &ctl->sweep);
 	ev_signal_stop(loop, &ctl->sigterm);
@@ -403,6 +425,7 @@ main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile(c->max_connections);
+	metrics_register(c);
 	ctl.gw.nworkers = nworkers_for(c);
 	if ((ctl.gen = gen_new(c, ctl.gw.nworkers, NULL, 1, err,
 	    sizeof(err))) == NULL) {
@@ -418,14 +441,20 @@ main(int argc, char **argv)
 	ctl.gw.ips = iptable_new(0, 0);
 	ctl.gw.workers = calloc((size_t)ctl.gw.nworkers,
 	    sizeof(*ctl.gw.workers));
-	if (ctl.gw.ips == NULL || ctl.gw.workers == NULL) {
+	ctl.ws = calloc((size_t)ctl.gw.nworkers, sizeof(*ctl.ws));
+	if (ctl.gw.ips == NULL || ctl.gw.workers == NULL || ctl.ws == NULL) {
 		log_msg(LOG_ERROR, "out of memory");
 		goto out;
 	}
 	for (i = 0; i < ctl.gw.nworkers; i++) {
 		ctl.gw.workers[i].gw = &ctl.gw;
 		ctl.gw.workers[i].index = i;
+		ctl.ws[i] = &ctl.gw.workers[i];
 	}
+	ctl.view.ws = ctl.ws;
+	ctl.view.nworkers = ctl.gw.nworkers;
+	ctl.view.conf = ctl.gen->conf;
+	ctl.view.version = SMTPGATE_VERSION;
 	apply_settings(&ctl, ctl.gen->conf);
 	rc = serve(&ctl);
 	for (i = 0; i < ctl.gw.nworkers; i++) {
@@ -434,6 +463,7 @@ main(int argc, char **argv)
 		gen_unref(ctl.gw.workers[i].gen);
 	}
 out:
+	free(ctl.ws);
 	free(ctl.gw.workers);
 	iptable_free(ctl.gw.ips);
 	gen_unref(ctl.gen);

@@ -215,11 +215,13 @@ backend_connect(struct session *s)
 		    errno == EINPROGRESS) {
 			s->backend.connecting = errno == EINPROGRESS;
 			endpoint_set_fd(&s->backend, fd);
+			metrics_connect_begin(s);
 			identity_header(s);
 			return (0);
 		}
 		log_msg(LOG_WARN, "session=%llu backend %s: %s",
 		    (unsigned long long)s->id, s->upstream, strerror(errno));
+		metrics_connect_end(s, 0);
 		close(fd);
 	} while (next_port(s));
 	return (-1);
@@ -292,6 +294,7 @@ backend_connected(struct session *s)
 	if (getsockopt(s->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 		err = errno;
 	s->backend.connecting = 0;
+	metrics_connect_end(s, err == 0);
 	if (err != 0)
 		backend_failed(s, strerror(err));
 	else if (s->l->upstream != NULL && port_implicit(s))
@@ -315,6 +318,7 @@ client_handshake(struct session *s)
 	if ((sni = SSL_get_servername(s->client.ssl,
 	    TLSEXT_NAMETYPE_host_name)) != NULL)
 		snprintf(s->sni, sizeof(s->sni), "%s", sni);
+	metrics_tls_done(s);
 	if (s->identity_pending)
 		identity_header(s);
 	io_init(s, &io);
@@ -345,6 +349,7 @@ session_begin(struct session *s)
 		    &s->ip_counted);
 		if (v != IPTABLE_OK) {
 			listener_refuse(s->l, s->client.fd, iptable_refusal(v));
+			metrics_refused(s->l, metrics_refusal_ip(v));
 			return (iptable_refusal(v));
 		}
 	}
@@ -511,6 +516,7 @@ session_step(struct session *s, int active)
 		if (s->smtp.active) {
 			s->smtp.active = 0;
 			active = 1;
+			metrics_session_sync(s);
 		}
 		if (s->smtp.want_backend) {
 			s->smtp.want_backend = 0;
@@ -622,6 +628,7 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	io_init(s, &io);
 	if (s->backend.connecting) {
+		metrics_connect_end(s, 0);
 		backend_failed(s, "connect timeout");
 	} else if (s->backend.handshaking) {
 		log_msg(LOG_WARN, "session=%llu upstream %s: TLS handshake "
@@ -678,6 +685,7 @@ session_new(struct worker *w, struct listener *l, int fd,
 	w->nsessions++;
 	l->nsessions++;
 	atomic_fetch_add_explicit(&w->gw->nsessions, 1, memory_order_relaxed);
+	metrics_session_open(s);
 	log_msg(LOG_DEBUG, "session=%llu connect from %s to %s",
 	    (unsigned long long)s->id, s->peer, l->conf->name);
 
@@ -732,6 +740,7 @@ session_close(struct session *s, const char *reason)
 	    (unsigned long long)s->client.bytes_in,
 	    (unsigned long long)s->client.bytes_out,
 	    ev_now(w->loop) - s->started, reason ? reason : "unknown");
+	metrics_session_close(s, reason);
 	ev_timer_stop(w->loop, &s->timer);
 	if (s->ip_counted)
 		worker_ip_release(w, (struct sockaddr *)&s->peer_sa);

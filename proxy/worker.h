@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "iptable.h"
+#include "metrics.h"
 
 struct gen;
 struct listener;
@@ -42,6 +43,7 @@ struct worker {
 	unsigned		 nsessions;
 	int			 draining;	/* 0, 1: waiting, 2: 421s sent */
 	ev_timer		 drain_timer;
+	struct metrics		 metrics;	/* this worker's counters */
 
 	/* Posts from the control thread, under gw->lock. */
 	ev_async		 wake;

@@ -11,5 +11,6 @@ Suite	*tls_suite(void);
 Suite	*iptable_suite(void);
 Suite	*proxyproto_suite(void);
 Suite	*log_suite(void);
+Suite	*metrics_suite(void);
 
 #endif
