@@ -166,6 +166,8 @@ listener_open_all(struct worker *w, char *err, size_t errlen)
 			l->smtp.max_line = (size_t)c->max_line;
 			l->smtp.bare_reject = c->bare_reject;
 			l->smtp.max_errors = (unsigned)c->limits.max_errors;
+			if ((l->ctx = w->ctx[i]) != NULL)
+				SSL_CTX_up_ref(l->ctx);
 			l->identity = cl->client_identity;
 			l->smtp.xclient = cl->client_identity == CONFIG_ID_XCLIENT;
 			l->smtp.mode = cl->mode == CONFIG_MODE_IMPLICIT ?
@@ -234,6 +236,7 @@ listener_free_all(struct worker *w)
 		next = l->next;
 		if (l->fd != -1)
 			close(l->fd);
+		SSL_CTX_free(l->ctx);
 		free(l);
 	}
 	w->listeners = NULL;

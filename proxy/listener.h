@@ -3,6 +3,7 @@
 #define SMTPGATE_LISTENER_H
 
 #include <ev.h>
+#include <openssl/ssl.h>
 #include <stddef.h>
 
 #include "smtp.h"
@@ -21,6 +22,9 @@ struct listener {
 	const struct config_addr	*backend;
 	struct smtp_conf		 smtp;
 	int				 identity;	/* enum config_identity */
+	SSL_CTX				*ctx;		/* the client side's
+							 * (a reference); NULL:
+							 * egress */
 	const struct config_upstream	*upstream;	/* egress */
 	int				 up_preferred;	/* egress: the port index
 							 * that last worked */

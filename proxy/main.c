@@ -174,8 +174,8 @@ main(int argc, char **argv)
 	log_set_level((enum log_level)c->log_level);
 	memset(&w, 0, sizeof(w));
 	w.conf = c;
-	if ((w.ctx = tls_ctx_new(&c->tls, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "%s:%d: %s\n", path, c->tls_line, err);
+	if (tls_server_ctxs_new(c, w.ctx, err, sizeof(err)) == -1) {
+		fprintf(stderr, "%s\n", err);
 		goto out;
 	}
 	for (i = 0; i < c->nupstreams; i++) {
@@ -229,7 +229,8 @@ main(int argc, char **argv)
 	log_msg(LOG_INFO, "stopped");
 	rc = 0;
 out:
-	SSL_CTX_free(w.ctx);
+	for (i = 0; i < CONFIG_MAX_LISTENERS; i++)
+		SSL_CTX_free(w.ctx[i]);
 	for (i = 0; i < CONFIG_MAX_UPSTREAMS; i++)
 		SSL_CTX_free(w.up_ctx[i]);
 	iptable_free(w.ips);

@@ -17,7 +17,8 @@ struct session;
 struct worker {
 	struct ev_loop		*loop;
 	const struct config	*conf;
-	SSL_CTX			*ctx;
+	SSL_CTX			*ctx[CONFIG_MAX_LISTENERS];	/* per
+						 * [listener:NAME]; NULL: egress */
 	SSL_CTX			*up_ctx[CONFIG_MAX_UPSTREAMS];	/* per
 						 * [upstream:NAME] */
 	struct listener		*listeners;

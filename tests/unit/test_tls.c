@@ -1,5 +1,6 @@
 /*
- * tls: contexts built from a struct config_tls, and the non-blocking
+ * tls: contexts built from a config (its [tls] section, [tls:NAME]
+ * sections and a listener's client verification), and the non-blocking
  * operations. Keys and self-signed certificates are made at test time in a
  * temporary directory. Each connection is two in-process SSL objects joined
  * by a BIO pair: the server is driven only through tls_handshake(),
@@ -10,6 +11,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,21 +24,44 @@
 
 /* The files of the fixture; the "missing" ones are never written. */
 enum file {
-	F_EC_CRT, F_EC_KEY, F_EC2_CRT, F_EC2_KEY, F_RSA_CRT, F_RSA_KEY, F_GARBAGE,
-	F_MISSING_CRT, F_MISSING_KEY, NFILES
+	F_EC_CRT, F_EC_KEY, F_EC2_CRT, F_EC2_KEY, F_EC3_CRT, F_EC3_KEY,
+	F_RSA_CRT, F_RSA_KEY, F_CA_CRT, F_GARBAGE, F_MISSING_CRT, F_MISSING_KEY,
+	NFILES
 };
 
 static const char *const file_names[NFILES] = {
-	"ec.crt", "ec.key", "ec2.crt", "ec2.key", "rsa.crt", "rsa.key", "garbage.pem",
-	"missing.crt", "missing.key"
+	"ec.crt", "ec.key", "ec2.crt", "ec2.key", "ec3.crt", "ec3.key",
+	"rsa.crt", "rsa.key", "ca.crt", "garbage.pem", "missing.crt",
+	"missing.key"
 };
 
 static char	 dir[256];
 static char	 paths[NFILES][512];
-static X509	*ec_x509, *rsa_x509;
+static X509	*ec_x509, *ec2_x509, *ec3_x509, *rsa_x509;
+/* Client certificates: one from the CA in F_CA_CRT, one from another CA
+ * with the same subject and key. */
+static EVP_PKEY	*client_key;
+static X509	*client_x509, *stranger_x509;
 
+#define CLIENT_SUBJECT	"CN=client \\\"one\\\",O=smtpgate test"
+
+static void
+add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+	X509V3_CTX v3;
+	X509_EXTENSION *e;
+
+	X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+	ck_assert_ptr_nonnull(e = X509V3_EXT_conf_nid(NULL, &v3, nid, value));
+	ck_assert_int_eq(X509_add_ext(x, e, -1), 1);
+	X509_EXTENSION_free(e);
+}
+
+/* A certificate for key with subject O=org (if any), CN=cn, issued by
+ * issuer with issuer_key (NULL: self-signed); ca makes it a CA. */
 static X509 *
-self_signed(EVP_PKEY *key, long serial)
+make_cert(EVP_PKEY *key, long serial, const char *org, const char *cn,
+    X509 *issuer, EVP_PKEY *issuer_key, int ca)
 {
 	X509 *x;
 	X509_NAME *n;
@@ -48,11 +73,24 @@ self_signed(EVP_PKEY *key, long serial)
 	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notAfter(x), 86400));
 	ck_assert_int_eq(X509_set_pubkey(x, key), 1);
 	n = X509_get_subject_name(x);
+	if (org != NULL)
+		ck_assert_int_eq(X509_NAME_add_entry_by_txt(n, "O",
+		    MBSTRING_ASC, (const unsigned char *)org, -1, -1, 0), 1);
 	ck_assert_int_eq(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
-	    (const unsigned char *)"smtpgate.test", -1, -1, 0), 1);
-	ck_assert_int_eq(X509_set_issuer_name(x, n), 1);
-	ck_assert_int_gt(X509_sign(x, key, EVP_sha256()), 0);
+	    (const unsigned char *)cn, -1, -1, 0), 1);
+	ck_assert_int_eq(X509_set_issuer_name(x, issuer != NULL ?
+	    X509_get_subject_name(issuer) : n), 1);
+	add_ext(x, issuer != NULL ? issuer : x, NID_basic_constraints,
+	    ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+	ck_assert_int_gt(X509_sign(x, issuer_key != NULL ? issuer_key : key,
+	    EVP_sha256()), 0);
 	return (x);
+}
+
+static X509 *
+self_signed(EVP_PKEY *key, long serial)
+{
+	return (make_cert(key, serial, NULL, "smtpgate.test", NULL, NULL, 0));
 }
 
 static void
@@ -81,8 +119,8 @@ static void
 tls_setup(void)
 {
 	const char *t = getenv("TMPDIR");
-	EVP_PKEY *ec, *ec2, *rsa;
-	X509 *ec2_x509;
+	EVP_PKEY *ec, *ec2, *ec3, *rsa, *ca, *stranger;
+	X509 *ca_x509, *stranger_ca;
 	FILE *f;
 	int i;
 
@@ -95,6 +133,10 @@ tls_setup(void)
 
 	ck_assert_ptr_nonnull(ec = EVP_EC_gen("P-256"));
 	ck_assert_ptr_nonnull(ec2 = EVP_EC_gen("P-256"));
+	ck_assert_ptr_nonnull(ec3 = EVP_EC_gen("P-256"));
+	ck_assert_ptr_nonnull(ca = EVP_EC_gen("P-256"));
+	ck_assert_ptr_nonnull(stranger = EVP_EC_gen("P-256"));
+	ck_assert_ptr_nonnull(client_key = EVP_EC_gen("P-256"));
 	ck_assert_ptr_nonnull(rsa = EVP_RSA_gen(2048));
 	ec_x509 = self_signed(ec, 1);
 	rsa_x509 = self_signed(rsa, 2);
@@ -104,8 +146,24 @@ tls_setup(void)
 	write_cert(F_EC_CRT, ec_x509);
 	ec2_x509 = self_signed(ec2, 3);
 	write_cert(F_EC2_CRT, ec2_x509);
-	X509_free(ec2_x509);
+	ec3_x509 = self_signed(ec3, 4);
+	write_cert(F_EC3_CRT, ec3_x509);
+	write_key(F_EC3_KEY, ec3);
 	write_cert(F_RSA_CRT, rsa_x509);
+	/* Two CAs of the same name: only the key tells them apart. */
+	ca_x509 = make_cert(ca, 5, "smtpgate test", "client CA", NULL, NULL, 1);
+	stranger_ca = make_cert(stranger, 6, "smtpgate test", "client CA", NULL,
+	    NULL, 1);
+	write_cert(F_CA_CRT, ca_x509);
+	client_x509 = make_cert(client_key, 7, "smtpgate test", "client \"one\"",
+	    ca_x509, ca, 0);
+	stranger_x509 = make_cert(client_key, 8, "smtpgate test",
+	    "client \"one\"", stranger_ca, stranger, 0);
+	X509_free(ca_x509);
+	X509_free(stranger_ca);
+	EVP_PKEY_free(ec3);
+	EVP_PKEY_free(ca);
+	EVP_PKEY_free(stranger);
 	ck_assert_ptr_nonnull(f = fopen(paths[F_GARBAGE], "w"));
 	fputs("this is not a certificate\n", f);
 	ck_assert_int_eq(fclose(f), 0);
@@ -120,8 +178,15 @@ tls_teardown(void)
 	int i;
 
 	X509_free(ec_x509);
+	X509_free(ec2_x509);
+	X509_free(ec3_x509);
 	X509_free(rsa_x509);
-	ec_x509 = rsa_x509 = NULL;
+	X509_free(client_x509);
+	X509_free(stranger_x509);
+	EVP_PKEY_free(client_key);
+	ec_x509 = ec2_x509 = ec3_x509 = rsa_x509 = NULL;
+	client_x509 = stranger_x509 = NULL;
+	client_key = NULL;
 	for (i = 0; i < NFILES; i++)
 		(void)unlink(paths[i]);
 	(void)rmdir(dir);
@@ -143,14 +208,27 @@ conf_pair(struct config_tls *c, enum file cert, enum file key)
 	c->keys[c->nkeys++] = paths[key];
 }
 
+/* A config that holds only [tls] (at line 7), as the loader leaves it. */
+static struct config conf;
+
+static SSL_CTX *
+ctx_from(const struct config_tls *c, char *err, size_t errlen)
+{
+	memset(&conf, 0, sizeof(conf));
+	conf.file = (char *)"test.ini";
+	conf.tls_line = 7;
+	conf.tls = *c;
+	return (tls_server_ctx_new(&conf, NULL, err, errlen));
+}
+
 static SSL_CTX *
 server_ctx(const struct config_tls *c)
 {
 	char err[512] = "";
 	SSL_CTX *ctx;
 
-	ctx = tls_ctx_new(c, err, sizeof(err));
-	ck_assert_msg(ctx != NULL, "tls_ctx_new: %s", err);
+	ctx = ctx_from(c, err, sizeof(err));
+	ck_assert_msg(ctx != NULL, "tls_server_ctx_new: %s", err);
 	return (ctx);
 }
 
@@ -643,9 +721,11 @@ START_TEST(test_ctx_errors)
 		conf_pair(&c, ec->files[i][0], ec->files[i][1]);
 	c.ciphers = (char *)ec->ciphers;
 	c.ciphersuites = (char *)ec->ciphersuites;
-	ctx = tls_ctx_new(&c, err, sizeof(err));
+	ctx = ctx_from(&c, err, sizeof(err));
 	ck_assert_msg(ctx == NULL, "%s: a context was built", ec->name);
 	SSL_CTX_free(ctx);
+	ck_assert_msg(strncmp(err, "test.ini:7: ", 12) == 0, "%s: \"%s\" does "
+	    "not point at [tls]", ec->name, err);
 	if (ec->want_path != -1)
 		ck_assert_msg(strstr(err, paths[ec->want_path]) != NULL,
 		    "%s: \"%s\" does not name %s", ec->name, err,
