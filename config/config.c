@@ -333,6 +333,118 @@ bad:
 	return (0);
 }
 
+static struct config_sni *
+sni_find(struct config *c, const char *name)
+{
+	int i;
+
+	for (i = 0; i < c->nsni; i++)
+		if (strcmp(c->sni[i].name, name) == 0)
+			return (&c->sni[i]);
+	return (NULL);
+}
+
+/* Whether name (lower case already) is a host name, or "*." and one: labels
+ * of letters, digits and hyphens (RFC 1123 section 2.1), a wildcard over
+ * at least two labels. An address is refused: clients never send one as a
+ * server name (RFC 6066 section 3). */
+static int
+sni_name_ok(const char *name)
+{
+	struct in_addr a;
+	const char *p = name;
+	size_t label = 0;
+	int labels = 1;
+
+	if (strncmp(p, "*.", 2) == 0)
+		p += 2;
+	if (*p == '\0' || strlen(name) > CONFIG_MAX_SNI_NAME ||
+	    inet_pton(AF_INET, p, &a) == 1)
+		return (0);
+	for (; *p != '\0'; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return (0);
+			label = 0;
+			labels++;
+		} else if ((islower((unsigned char)*p) ||
+		    isdigit((unsigned char)*p) || *p == '-') && ++label <= 63) {
+			continue;
+		} else {
+			return (0);
+		}
+	}
+	return (label > 0 && (name[0] != '*' || labels >= 2));
+}
+
+/* "mail.a.org, *.b.org": adds every name, lower case. A name may be in one
+ * [tls:NAME] section only, or which certificate it gets would depend on
+ * the order of the file. */
+static int
+set_sni_names(struct config *c, void *dst, const char *v, const void *arg)
+{
+	struct config_sni *t = dst;
+	char name[CONFIG_MAX_SNI_NAME + 2], **n;
+	size_t len, k;
+	int i, j;
+
+	(void)arg;
+	if (strspn(v, ", \t") == strlen(v)) {
+		config_error(c, c->lineno, "expected host names such as "
+		    "mail.example.org, *.example.org");
+		return (-1);
+	}
+	while (*v != '\0') {
+		if ((len = strcspn(v, ", \t")) == 0) {
+			v++;
+			continue;
+		}
+		for (k = 0; k < len && k < sizeof(name) - 1; k++)
+			name[k] = (char)tolower((unsigned char)v[k]);
+		name[k] = '\0';
+		v += len;
+		if (len >= sizeof(name) || !sni_name_ok(name)) {
+			config_error(c, c->lineno, "'%s': expected a host name "
+			    "or *.domain", name);
+			return (-1);
+		}
+		for (i = 0; i < c->nsni; i++)
+			for (j = 0; j < c->sni[i].nnames; j++)
+				if (strcmp(c->sni[i].names[j], name) == 0) {
+					config_error(c, c->lineno, "'%s' is "
+					    "listed already in [tls:%s]", name,
+					    c->sni[i].name);
+					return (-1);
+				}
+		if ((n = realloc(t->names, sizeof(*n) *
+		    (size_t)(t->nnames + 1))) == NULL) {
+			config_error(c, c->lineno, "out of memory");
+			return (-1);
+		}
+		t->names = n;
+		if ((n[t->nnames] = strdup(name)) == NULL) {
+			config_error(c, c->lineno, "out of memory");
+			return (-1);
+		}
+		t->nnames++;
+	}
+	return (0);
+}
+
+static int
+set_client_ca(struct config *c, void *dst, const char *v, const void *arg)
+{
+	struct config_listener *l = dst;
+
+	(void)arg;
+	if (*v == '\0') {
+		config_error(c, c->lineno, "expected a file path");
+		return (-1);
+	}
+	l->client_ca_line = c->lineno;
+	return (set_string(c, &l->client_ca, v, NULL));
+}
+
 static const struct range r_conns = { 1, 1000000 };
 static const struct range r_line = { 512, CONFIG_MAX_LINE_MAX };
 static const struct range r_limit = { 0, 1000000 };
@@ -357,11 +469,14 @@ static const struct words w_proxy = { { "no", "v1", "v2", "any", NULL },
 	{ 0, PROXYPROTO_V1, PROXYPROTO_V2, PROXYPROTO_V1 | PROXYPROTO_V2 } };
 static const struct words w_log_format = { { "text", "json", NULL },
 	{ CONFIG_LOG_TEXT, CONFIG_LOG_JSON } };
+static const struct words w_verify = { { "none", "optional", "require",
+	NULL }, { CONFIG_VERIFY_NONE, CONFIG_VERIFY_OPTIONAL,
+	CONFIG_VERIFY_REQUIRE } };
 static const struct words w_bool = { { "yes", "no", "true", "false", "on",
 	"off", NULL }, { 1, 0, 1, 0, 1, 0 } };
 
 enum section { SEC_GATEWAY, SEC_TLS, SEC_TIMEOUTS, SEC_LIMITS, SEC_LISTENER,
-	       SEC_UPSTREAM };
+	       SEC_UPSTREAM, SEC_SNI };
 
 /* "auto" (0: one per CPU) or a number. */
 static int
@@ -474,6 +589,7 @@ set_password_file(struct config *c, void *dst, const char *v, const void *arg)
 #define G(f)	offsetof(struct config, f)
 #define L(f)	offsetof(struct config_listener, f)
 #define U(f)	offsetof(struct config_upstream, f)
+#define S(f)	offsetof(struct config_sni, f)
 
 /* Every key, in one place. Listener offsets are into the listener. */
 static const struct key {
@@ -529,6 +645,13 @@ static const struct key {
 	{ SEC_LISTENER, "trusted_proxies", set_cidrs, 0, NULL },
 	{ SEC_LISTENER, "upstream", set_hostname, L(upstream_name), NULL },
 	{ SEC_LISTENER, "app_auth", set_word, L(app_auth), &w_app_auth },
+	{ SEC_LISTENER, "client_ca", set_client_ca, 0, NULL },
+	{ SEC_LISTENER, "verify_client", set_word, L(verify_client),
+	    &w_verify },
+	{ SEC_SNI, "names", set_sni_names, 0, NULL },
+	{ SEC_SNI, "cert", set_path, S(certs),
+	    (void *)(S(ncerts) - S(certs)) },
+	{ SEC_SNI, "key", set_path, S(keys), (void *)(S(nkeys) - S(keys)) },
 	{ SEC_UPSTREAM, "host", set_host, 0, NULL },
 	{ SEC_UPSTREAM, "ports", set_ports, 0, NULL },
 	{ SEC_UPSTREAM, "tls", set_word, U(tls), &w_uptls },
@@ -606,6 +729,20 @@ upstream_begin(struct config *c, const char *name)
 	u->verify = -1;
 }
 
+static void
+sni_begin(struct config *c, const char *name)
+{
+	struct config_sni *t;
+
+	if (named_section_ok(c, "tls", name, sni_find(c, name) != NULL,
+	    c->nsni, CONFIG_MAX_SNI) == -1)
+		return;
+	t = &c->sni[c->nsni++];
+	memset(t, 0, sizeof(*t));
+	strcpy(t->name, name);
+	t->line = c->lineno;
+}
+
 /* A section header, seen by the reader: check its name. */
 static void
 section_begin(struct config *c, const char *name)
@@ -623,10 +760,14 @@ section_begin(struct config *c, const char *name)
 		upstream_begin(c, name + 9);
 		return;
 	}
+	if (strncmp(name, "tls:", 4) == 0) {
+		sni_begin(c, name + 4);
+		return;
+	}
 	if (strncmp(name, "listener:", 9) != 0) {
 		config_error(c, c->lineno, "unknown section [%s] (expected gateway, "
-		    "tls, timeouts, limits, listener:NAME or upstream:NAME)",
-		    name);
+		    "tls, tls:NAME, timeouts, limits, listener:NAME or "
+		    "upstream:NAME)", name);
 		return;
 	}
 	name += 9;
@@ -701,6 +842,7 @@ handler(void *user, const char *section, const char *name, const char *value)
 	struct config *c = user;
 	struct config_listener *l = NULL;
 	struct config_upstream *u = NULL;
+	struct config_sni *t = NULL;
 	enum section sec;
 	char *base;
 	size_t i;
@@ -723,10 +865,13 @@ handler(void *user, const char *section, const char *name, const char *value)
 	else if (strncmp(section, "upstream:", 9) == 0 &&
 	    (u = upstream_find(c, section + 9)) != NULL)
 		sec = SEC_UPSTREAM;
+	else if (strncmp(section, "tls:", 4) == 0 &&
+	    (t = sni_find(c, section + 4)) != NULL)
+		sec = SEC_SNI;
 	else
 		return (1);	/* reported at the section header */
 	base = sec == SEC_LISTENER ? (char *)l : sec == SEC_UPSTREAM ?
-	    (char *)u : (char *)c;
+	    (char *)u : sec == SEC_SNI ? (char *)t : (char *)c;
 
 	for (i = 0; i < NKEYS; i++) {
 		if (keys[i].section != sec || strcmp(keys[i].name, name) != 0)
@@ -769,6 +914,39 @@ validate_upstream(struct config *c, struct config_upstream *u)
 }
 
 static void
+validate_sni(struct config *c, const struct config_sni *t)
+{
+	if (t->nnames == 0)
+		config_error(c, t->line, "[tls:%s] needs names = the host "
+		    "names it serves", t->name);
+	if (t->ncerts == 0)
+		config_error(c, t->line, "[tls:%s] needs cert and key", t->name);
+	else if (t->ncerts != t->nkeys)
+		config_error(c, t->line, "[tls:%s] has %d cert and %d key "
+		    "lines: one key per cert, in the same order", t->name,
+		    t->ncerts, t->nkeys);
+}
+
+/* Client certificates: what verify_client needs, and where it applies. */
+static void
+validate_verify(struct config *c, const struct config_listener *l)
+{
+	if (l->mode == CONFIG_MODE_EGRESS) {
+		if (l->verify_client != CONFIG_VERIFY_NONE || l->client_ca)
+			config_error(c, l->line, "listener '%s': verify_client "
+			    "and client_ca are not for egress listeners",
+			    l->name);
+		return;
+	}
+	if (l->verify_client != CONFIG_VERIFY_NONE && l->client_ca == NULL)
+		config_error(c, l->line, "listener '%s': verify_client needs "
+		    "client_ca (the CA certificates to check against)", l->name);
+	if (l->verify_client == CONFIG_VERIFY_NONE && l->client_ca != NULL)
+		config_error(c, l->client_ca_line, "listener '%s': client_ca "
+		    "without verify_client = optional | require", l->name);
+}
+
+static void
 validate(struct config *c)
 {
 	struct config_listener *l;
@@ -779,10 +957,13 @@ validate(struct config *c)
 		validate_upstream(c, &c->upstreams[i]);
 	if (c->group != NULL && c->user == NULL)
 		config_error(c, 0, "group needs user in [gateway]");
+	for (i = 0; i < c->nsni; i++)
+		validate_sni(c, &c->sni[i]);
 	if (c->nlisteners == 0)
 		config_error(c, 0, "no [listener:NAME] section: nothing to serve");
 	for (i = 0; i < c->nlisteners; i++) {
 		l = &c->listeners[i];
+		validate_verify(c, l);
 		if (l->naddrs == 0)
 			config_error(c, l->line, "listener '%s' has no address",
 			    l->name);
@@ -973,6 +1154,20 @@ config_free(struct config *c)
 		free(u->password);
 		free(u->helo);
 	}
+	for (i = 0; i < c->nsni; i++) {
+		struct config_sni *t = &c->sni[i];
+		int j;
+
+		for (j = 0; j < t->nnames; j++)
+			free(t->names[j]);
+		free(t->names);
+		for (j = 0; j < t->ncerts; j++)
+			free(t->certs[j]);
+		for (j = 0; j < t->nkeys; j++)
+			free(t->keys[j]);
+	}
+	for (i = 0; i < c->nlisteners; i++)
+		free(c->listeners[i].client_ca);
 	free(c->tls.ciphers);
 	free(c->tls.ciphersuites);
 	free(c->user);

@@ -17,6 +17,8 @@
 #define CONFIG_MAX_CIDRS	16
 #define CONFIG_MAX_UPSTREAMS	8
 #define CONFIG_MAX_PORTS	8
+#define CONFIG_MAX_SNI		32	/* [tls:NAME] sections */
+#define CONFIG_MAX_SNI_NAME	253	/* a DNS name (RFC 1035 section 2.3.4) */
 
 struct config_addr {
 	struct sockaddr_storage	 ss;
@@ -69,6 +71,10 @@ enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 
 #define CONFIG_MAX_WORKERS	64
 
+/* Whether a listener asks TLS clients for a certificate. */
+enum config_verify { CONFIG_VERIFY_NONE, CONFIG_VERIFY_OPTIONAL,
+		     CONFIG_VERIFY_REQUIRE };
+
 struct config_listener {
 	char			 name[64];
 	int			 line;		/* of its [listener:NAME] */
@@ -84,6 +90,9 @@ struct config_listener {
 	char			 upstream_name[64];	/* egress: its upstream */
 	int			 upstream;	/* index into upstreams */
 	int			 app_auth;	/* egress: CONFIG_APP_AUTH_* */
+	int			 verify_client;	/* CONFIG_VERIFY_* */
+	char			*client_ca;	/* PEM CA certificates, or NULL */
+	int			 client_ca_line;
 };
 
 struct config_tls {
@@ -93,6 +102,17 @@ struct config_tls {
 	int			 min_version;	/* TLS1_2_VERSION, ... */
 	char			*ciphers;	/* NULL: OpenSSL's default */
 	char			*ciphersuites;
+};
+
+/* [tls:NAME]: a certificate set chosen by the client's server name. */
+struct config_sni {
+	char			 name[64];
+	int			 line;		/* of its [tls:NAME] */
+	char			**names;	/* lower case; "*.b.org" wildcards */
+	int			 nnames;
+	char			*certs[CONFIG_MAX_CERTS];
+	char			*keys[CONFIG_MAX_CERTS];
+	int			 ncerts, nkeys;
 };
 
 struct config_limits {
@@ -123,6 +143,8 @@ struct config {
 	int			 allow_root;	/* may serve as root */
 	int			 user_line;
 	struct config_tls	 tls;
+	struct config_sni	 sni[CONFIG_MAX_SNI];
+	int			 nsni;
 	struct config_timeouts	 timeouts;
 	struct config_limits	 limits;
 	struct config_listener	 listeners[CONFIG_MAX_LISTENERS];

@@ -149,7 +149,8 @@ gen_free(struct gen *g)
 
 	close_sockets(g, NULL);
 	free(g->fds);
-	SSL_CTX_free(g->ctx);
+	for (i = 0; i < CONFIG_MAX_LISTENERS; i++)
+		SSL_CTX_free(g->ctx[i]);
 	for (i = 0; i < CONFIG_MAX_UPSTREAMS; i++)
 		SSL_CTX_free(g->up_ctx[i]);
 	config_free(g->conf);
@@ -176,10 +177,8 @@ gen_new(struct config *c, int nworkers, const struct gen *old,
 	g->nworkers = nworkers;
 	for (i = 0; i < CONFIG_MAX_LISTENERS; i++)
 		atomic_init(&g->up_preferred[i], 0);
-	if ((g->ctx = tls_ctx_new(&c->tls, e, sizeof(e))) == NULL) {
-		snprintf(err, errlen, "%s:%d: %s", c->file, c->tls_line, e);
+	if (tls_server_ctxs_new(c, g->ctx, err, errlen) == -1)
 		goto fail;
-	}
 	for (i = 0; i < c->nupstreams; i++) {
 		u = &c->upstreams[i];
 		if ((g->up_ctx[i] = tls_client_ctx_new(u, e, sizeof(e))) ==

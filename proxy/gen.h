@@ -19,7 +19,9 @@ struct gen {
 	atomic_int		 refs;
 	unsigned		 number;	/* 1, 2, ...: for the log */
 	struct config		*conf;		/* owned */
-	SSL_CTX			*ctx;		/* the server context */
+	SSL_CTX			*ctx[CONFIG_MAX_LISTENERS];	/* per
+						 * [listener:NAME]'s server side;
+						 * NULL: egress */
 	SSL_CTX			*up_ctx[CONFIG_MAX_UPSTREAMS];	/* per
 						 * [upstream:NAME] */
 	int			 nworkers;

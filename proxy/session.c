@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "../config/config.h"
+#include "../tls/tls.h"
 #include "gen.h"
 #include "iptable.h"
 #include "listener.h"
@@ -319,6 +320,7 @@ client_handshake(struct session *s)
 	    TLSEXT_NAMETYPE_host_name)) != NULL)
 		snprintf(s->sni, sizeof(s->sni), "%s", sni);
 	metrics_tls_done(s);
+	s->client_cert = tls_client_subject(s->client.ssl);
 	if (s->identity_pending)
 		identity_header(s);
 	io_init(s, &io);
@@ -358,7 +360,8 @@ session_begin(struct session *s)
 	io_init(s, &io);
 	smtp_start(&s->smtp, &io);
 	if (s->l->smtp.mode == SMTP_MODE_IMPLICIT &&
-	    endpoint_start_tls(&s->client, s->l->gen->ctx, NULL) == -1)
+	    endpoint_start_tls(&s->client, s->l->gen->ctx[s->l->index],
+	    NULL) == -1)
 		return ("cannot start TLS");
 	return (NULL);
 }
@@ -550,7 +553,8 @@ session_step(struct session *s, int active)
 			/* The 220 is on the wire: the next client byte is the
 			 * ClientHello. */
 			s->smtp.want_tls = 0;
-			if (endpoint_start_tls(&s->client, s->l->gen->ctx, NULL) == -1)
+			if (endpoint_start_tls(&s->client,
+			    s->l->gen->ctx[s->l->index], NULL) == -1)
 				return ("cannot start TLS");
 			if (client_handshake(s) != NULL)
 				return (s->client.error);
@@ -728,15 +732,17 @@ session_close(struct session *s, const char *reason)
 	struct worker *w = s->w;
 
 	log_msg(LOG_INFO, "session=%llu client=%s%s%s listener=%s%s%s%s%s tls=%s "
-	    "cipher=%s sni=%s msgs=%u in=%llu out=%llu duration=%.3fs "
-	    "reason=\"%s\"", (unsigned long long)s->id, s->peer,
+	    "cipher=%s sni=%s client_cert=%s%s%s msgs=%u in=%llu out=%llu "
+	    "duration=%.3fs reason=\"%s\"", (unsigned long long)s->id, s->peer,
 	    s->via[0] ? " via=" : "", s->via, s->l->conf->name,
 	    s->l->upstream ? " upstream=" : "", s->l->upstream ? s->upstream : "",
 	    s->l->upstream ? " upstream_tls=" : "", s->l->upstream ?
 	    (s->up_tls ? s->up_tls : "-") : "",
 	    s->tls_version ? s->tls_version : "-",
 	    s->tls_cipher ? s->tls_cipher : "-",
-	    s->sni[0] ? s->sni : "-", s->smtp.messages,
+	    s->sni[0] ? s->sni : "-", s->client_cert ? "\"" : "",
+	    s->client_cert ? s->client_cert : "-", s->client_cert ? "\"" : "",
+	    s->smtp.messages,
 	    (unsigned long long)s->client.bytes_in,
 	    (unsigned long long)s->client.bytes_out,
 	    ev_now(w->loop) - s->started, reason ? reason : "unknown");
@@ -746,6 +752,7 @@ session_close(struct session *s, const char *reason)
 		worker_ip_release(w, (struct sockaddr *)&s->peer_sa);
 	endpoint_fini(&s->client, w->loop);
 	endpoint_fini(&s->backend, w->loop);
+	free(s->client_cert);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else

@@ -39,6 +39,7 @@ struct session {
 	char			 peer[64];	/* client address:port */
 	char			 via[64];	/* the load balancer, if any */
 	char			 sni[64];
+	char			*client_cert;	/* its verified subject, or NULL */
 	const char		*tls_version;	/* static strings from OpenSSL */
 	const char		*tls_cipher;
 	struct metrics_mark	 metrics;	/* counted so far */

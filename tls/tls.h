@@ -8,7 +8,8 @@
 #include <openssl/ssl.h>
 #include <stddef.h>
 
-struct config_tls;
+struct config;
+struct config_listener;
 
 enum tls_io {
 	TLS_IO_OK,
@@ -18,10 +19,30 @@ enum tls_io {
 	TLS_IO_ERROR
 };
 
-/* Build a server context from [tls]: every cert/key pair loaded and checked,
- * TLS 1.2 minimum by default, renegotiation off, server cipher preference,
- * X25519 first, tickets on. Returns NULL with a message in err. */
-SSL_CTX		*tls_ctx_new(const struct config_tls *c, char *err, size_t errlen);
+/*
+ * Build the server context for listener l (NULL: one without client
+ * verification): the [tls] certificates and protocol settings, TLS 1.2
+ * minimum by default, renegotiation off, server cipher preference, X25519
+ * first, tickets on; l's client_ca and verify_client. With [tls:NAME]
+ * sections it owns a context per section and the table that picks one by
+ * the client's server name, so the caller holds just this one reference
+ * (SSL_CTX_free), and SSLs still using it stay safe after it is dropped.
+ * Returns NULL with "FILE:LINE: what is wrong" in err.
+ */
+SSL_CTX		*tls_server_ctx_new(const struct config *c,
+		    const struct config_listener *l, char *err, size_t errlen);
+/*
+ * The server context of every listener of c, indexed like c->listeners:
+ * one shared (and referenced once per listener) by all without client
+ * verification, its own for each with, NULL for egress listeners. Returns
+ * 0, or -1 with "FILE:LINE: ..." in err and nothing held.
+ */
+int		 tls_server_ctxs_new(const struct config *c, SSL_CTX **ctx_r,
+		    char *err, size_t errlen);
+/* The subject of the client's verified certificate, RFC 2253, safe inside
+ * a quoted log value (malloc'd, caller frees), or NULL when it presented
+ * none. */
+char		*tls_client_subject(const SSL *ssl);
 
 /* Build a client context for [upstream:NAME]: TLS 1.2 minimum, and unless
  * verify = no, the chain checked against ca_file or the system store.

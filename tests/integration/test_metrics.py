@@ -88,7 +88,12 @@ class MetricsTest(lib.IntegrationTest):
         def quiet():
             s = parse(self.scrape())
             opened = total(s, "smtpgate_connections_total")
-            if (total(s, "smtpgate_connections_open") == 0 and
+            # Each worker takes connections on its own: wait for every
+            # readiness probe (one per listener) to have been taken in
+            # (or refused over a limit).
+            taken = opened + total(s, "smtpgate_connections_refused_total")
+            if (taken >= len(self.gw.listeners) and
+                    total(s, "smtpgate_connections_open") == 0 and
                     total(s, "smtpgate_sessions_ended_total") == opened):
                 return s
             return None

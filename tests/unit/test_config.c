@@ -360,6 +360,35 @@ check_workers_auto(const struct config *c)
 	ck_assert_int_eq(c->log_format, CONFIG_LOG_TEXT);
 }
 
+static void
+check_sni(const struct config *c)
+{
+	const struct config_sni *t;
+	const struct config_listener *l = &c->listeners[0];
+
+	ck_assert_int_eq(c->nsni, 2);
+	t = &c->sni[0];
+	ck_assert_str_eq(t->name, "a");
+	ck_assert_int_eq(t->line, 6);
+	ck_assert_int_eq(t->nnames, 3);
+	ck_assert_str_eq(t->names[0], "mail.a.org");
+	ck_assert_str_eq(t->names[1], "*.b.org");
+	ck_assert_str_eq(t->names[2], "smtp-1.a.org");
+	ck_assert_int_eq(t->ncerts, 2);
+	ck_assert_str_eq(t->certs[1], "/etc/a-ec.pem");
+	ck_assert_str_eq(t->keys[1], "/etc/a-ec.key");
+	t = &c->sni[1];
+	ck_assert_str_eq(t->name, "c");
+	ck_assert_int_eq(t->nnames, 1);
+	ck_assert_str_eq(t->names[0], "c.example");
+	ck_assert_int_eq(l->verify_client, CONFIG_VERIFY_REQUIRE);
+	ck_assert_str_eq(l->client_ca, "/etc/ca.pem");
+	ck_assert_int_eq(l->client_ca_line, 20);
+	ck_assert_int_eq(c->listeners[1].verify_client, CONFIG_VERIFY_OPTIONAL);
+	ck_assert_int_eq(c->listeners[2].verify_client, CONFIG_VERIFY_NONE);
+	ck_assert_ptr_null(c->listeners[2].client_ca);
+}
+
 static const struct good_case {
 	const char	*name;
 	const char	*text;
@@ -429,6 +458,18 @@ static const struct good_case {
 	    "log_format = json\nsyslog = yes\n" TLS LISTENER, check_ops },
 	{ "workers auto", "[gateway]\nbackend = 127.0.0.1:25\nworkers = auto\n"
 	    "allow_root = yes\n" TLS LISTENER, check_workers_auto },
+	{ "sni and client certificates", GATEWAY TLS
+	    "[tls:a]\nnames = Mail.A.org, *.B.ORG\n"
+	    "cert = /etc/a-rsa.pem\nkey = /etc/a-rsa.key\n"
+	    "cert = /etc/a-ec.pem\nkey = /etc/a-ec.key\n"
+	    "names = smtp-1.a.org\n"
+	    "[tls:c]\nnames=c.example\ncert = /c\nkey = /k\n"
+	    "[listener:a]\naddress = 127.0.0.1:465\nmode = implicit\n"
+	    "client_ca = /etc/ca.pem\nverify_client = require\n"
+	    "[listener:b]\naddress = 127.0.0.1:587\nmode = starttls\n"
+	    "verify_client = Optional\nclient_ca = /etc/ca.pem\n"
+	    "[listener:c]\naddress = 127.0.0.1:588\nmode = starttls\n"
+	    "verify_client = none\n", check_sni },
 	{ "long listener name", GATEWAY TLS "[listener:" X40 "]\n"
 	    "address = 127.0.0.1:2525\nmode = starttls\n", check_long_name },
 };
@@ -641,6 +682,67 @@ static const struct bad_case {
 	    "test.ini: ", "group needs user" },
 	{ "bad log format", GATEWAY "log_format = xml\n" TLS LISTENER, 1,
 	    "test.ini:3: ", "'xml': expected text | json" },
+	{ "tls section without names", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "cert = /c\nkey = /k\n", 1, "test.ini:9: ",
+	    "[tls:a] needs names =" },
+	{ "tls section without cert", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = a.example\n", 1, "test.ini:9: ",
+	    "[tls:a] needs cert and key" },
+	{ "tls section cert without key", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = a.example\ncert = /c\ncert = /d\nkey = /k\n", 1,
+	    "test.ini:9: ", "[tls:a] has 2 cert and 1 key lines" },
+	{ "name in two sections", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = a.example, *.b.example\ncert = /c\nkey = /k\n"
+	    "[tls:b]\ncert = /c\nkey = /k\nnames = b.example, *.B.example\n",
+	    1, "test.ini:16: ", "'*.b.example' is listed already in [tls:a]" },
+	{ "name twice in one section", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = a.example\ncert = /c\nkey = /k\nnames = A.example\n",
+	    1, "test.ini:13: ", "'a.example' is listed already in [tls:a]" },
+	{ "wildcard over one label", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = *.org\ncert = /c\nkey = /k\n", 2, "test.ini:10: ",
+	    "'*.org': expected a host name or *.domain" },
+	{ "wildcard not leftmost", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = a.*.org\ncert = /c\nkey = /k\n", 2, "test.ini:10: ",
+	    "'a.*.org': expected a host name" },
+	{ "partial wildcard", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = mail*.a.org\ncert = /c\nkey = /k\n", 2, "test.ini:10: ",
+	    "'mail*.a.org': expected a host name" },
+	{ "empty label", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = a..org\ncert = /c\nkey = /k\n", 2, "test.ini:10: ",
+	    "'a..org': expected a host name" },
+	{ "trailing dot", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = a.org.\ncert = /c\nkey = /k\n", 2, "test.ini:10: ",
+	    "'a.org.': expected a host name" },
+	{ "address as a name", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = 192.0.2.1\ncert = /c\nkey = /k\n", 2, "test.ini:10: ",
+	    "'192.0.2.1': expected a host name" },
+	{ "empty names", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = ,\ncert = /c\nkey = /k\n", 2, "test.ini:10: ",
+	    "expected host names" },
+	{ "protocol setting in a tls:NAME section", GATEWAY TLS LISTENER
+	    "[tls:a]\nnames = a.example\ncert = /c\nkey = /k\n"
+	    "min_version = TLSv1.3\n", 1, "test.ini:13: ",
+	    "unknown key 'min_version' in [tls:a]" },
+	{ "tls section twice", GATEWAY TLS LISTENER "[tls:a]\n"
+	    "names = a.example\ncert = /c\nkey = /k\n[tls:a]\n", 1,
+	    "test.ini:13: ", "tls 'a' is defined twice" },
+	{ "verify_client without client_ca", GATEWAY TLS LISTENER
+	    "verify_client = require\n", 1, "test.ini:6: ",
+	    "verify_client needs client_ca" },
+	{ "client_ca without verify_client", GATEWAY TLS LISTENER
+	    "client_ca = /etc/ca.pem\n", 1, "test.ini:9: ",
+	    "client_ca without verify_client" },
+	{ "bad verify_client", GATEWAY TLS LISTENER "client_ca = /ca\n"
+	    "verify_client = yes\n", 2, "test.ini:10: ",
+	    "'yes': expected none | optional | require" },
+	{ "empty client_ca", GATEWAY TLS LISTENER "client_ca =\n"
+	    "verify_client = optional\n", 2, "test.ini:9: ",
+	    "expected a file path" },
+	{ "verify_client on egress", "[listener:out]\n"
+	    "address = 127.0.0.1:2525\nmode = egress\nupstream = relay\n"
+	    "verify_client = require\nclient_ca = /ca\n"
+	    "[upstream:relay]\nhost = 127.0.0.1\n", 1, "test.ini:1: ",
+	    "not for egress listeners" },
 	{ "syntax error", GATEWAY "this line has no equals sign\n" TLS
 	    LISTENER, 1, "test.ini:3: ", "syntax error" },
 	{ "unclosed section", GATEWAY TLS LISTENER "[timeouts\n",
