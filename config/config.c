@@ -451,6 +451,7 @@ static const struct key {
 } keys[] = {
 	{ SEC_GATEWAY, "backend", set_address, G(backend), NULL },
 	{ SEC_GATEWAY, "hostname", set_hostname, G(hostname), NULL },
+	{ SEC_GATEWAY, "metrics", set_address, G(metrics), NULL },
 	{ SEC_GATEWAY, "max_connections", set_long, G(max_connections), &r_conns },
 	{ SEC_GATEWAY, "max_line", set_long, G(max_line), &r_line },
 	{ SEC_GATEWAY, "bare_newlines", set_word, G(bare_reject), &w_bare },

@@ -105,6 +105,7 @@ struct config_timeouts {
 struct config {
 	char			*file;
 	struct config_addr	 backend;
+	struct config_addr	 metrics;	/* len 0: no metrics server */
 	char			 hostname[256];
 	enum config_identity	 client_identity;
 	long			 max_connections;

@@ -11,6 +11,7 @@
 #include "iptable.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "session.h"
 #include "worker.h"
 
@@ -70,6 +71,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			    "reached, refusing a connection", l->conf->name,
 			    l->w->conf->max_connections);
 			listener_refuse(l, fd, "Too many connections");
+			metrics_refused(l, METRICS_REFUSED_MAX_CONNECTIONS);
 			close(fd);
 			continue;
 		}
@@ -83,6 +85,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				log_msg(LOG_WARN, "listener %s: %s is not in "
 				    "trusted_proxies, refused", l->conf->name,
 				    peer);
+				metrics_refused(l, METRICS_REFUSED_UNTRUSTED_PROXY);
 				close(fd);
 				continue;
 			}
@@ -98,6 +101,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			    l->conf->name, peer, v == IPTABLE_TOO_MANY ?
 			    "per_ip_connections reached" : "per_ip_rate reached");
 			listener_refuse(l, fd, iptable_refusal(v));
+			metrics_refused(l, metrics_refusal_ip(v));
 			close(fd);
 			continue;
 		}
@@ -160,6 +164,7 @@ listener_open_all(struct worker *w, char *err, size_t errlen)
 			}
 			l->w = w;
 			l->conf = cl;
+			l->mslot = metrics_listener_slot(cl->name);
 			l->addr = &cl->addrs[j];
 			l->backend = cl->backend.len ? &cl->backend : &c->backend;
 			l->smtp.hostname = c->hostname;

@@ -22,6 +22,7 @@ struct listener {
 	struct smtp_conf		 smtp;
 	int				 identity;	/* enum config_identity */
 	const struct config_upstream	*upstream;	/* egress */
+	int				 mslot;	/* metrics_listener_slot() */
 	int				 up_preferred;	/* egress: the port index
 							 * that last worked */
 	struct listener			*next;

@@ -18,6 +18,8 @@
 #include "iptable.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_server.h"
 #include "session.h"
 #include "worker.h"
 
@@ -144,7 +146,9 @@ load(const char *path)
 int
 main(int argc, char **argv)
 {
-	struct worker w;
+	struct worker w, *ws[1] = { &w };
+	struct metrics_view view = { ws, 1, NULL, SMTPGATE_VERSION };
+	struct metrics_server *ms = NULL;
 	struct config *c;
 	ev_signal sigterm, sigint;
 	const char *path = NULL;
@@ -172,6 +176,8 @@ main(int argc, char **argv)
 	if ((c = load(path)) == NULL)
 		return (1);
 	log_set_level((enum log_level)c->log_level);
+	metrics_register(c);
+	view.conf = c;
 	memset(&w, 0, sizeof(w));
 	w.conf = c;
 	if ((w.ctx = tls_ctx_new(&c->tls, err, sizeof(err))) == NULL) {
@@ -208,6 +214,11 @@ main(int argc, char **argv)
 	ev_timer_init(&w.sweep_timer, sweep_cb, 60.0, 60.0);
 	w.sweep_timer.data = &w;
 	ev_timer_start(w.loop, &w.sweep_timer);
+	if (c->metrics.len != 0 && (ms = metrics_server_start(w.loop,
+	    &c->metrics, &view, err, sizeof(err))) == NULL) {
+		log_msg(LOG_ERROR, "%s", err);
+		goto out;
+	}
 	if (listener_open_all(&w, err, sizeof(err)) == -1) {
 		log_msg(LOG_ERROR, "%s", err);
 		goto out;
@@ -229,6 +240,7 @@ main(int argc, char **argv)
 	log_msg(LOG_INFO, "stopped");
 	rc = 0;
 out:
+	metrics_server_free(ms);
 	SSL_CTX_free(w.ctx);
 	for (i = 0; i < CONFIG_MAX_UPSTREAMS; i++)
 		SSL_CTX_free(w.up_ctx[i]);

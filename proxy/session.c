@@ -213,11 +213,13 @@ backend_connect(struct session *s)
 		    errno == EINPROGRESS) {
 			s->backend.connecting = errno == EINPROGRESS;
 			endpoint_set_fd(&s->backend, fd);
+			metrics_connect_begin(s);
 			identity_header(s);
 			return (0);
 		}
 		log_msg(LOG_WARN, "session=%llu backend %s: %s",
 		    (unsigned long long)s->id, s->upstream, strerror(errno));
+		metrics_connect_end(s, 0);
 		close(fd);
 	} while (next_port(s));
 	return (-1);
@@ -290,6 +292,7 @@ backend_connected(struct session *s)
 	if (getsockopt(s->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 		err = errno;
 	s->backend.connecting = 0;
+	metrics_connect_end(s, err == 0);
 	if (err != 0)
 		backend_failed(s, strerror(err));
 	else if (s->l->upstream != NULL && port_implicit(s))
@@ -313,6 +316,7 @@ client_handshake(struct session *s)
 	if ((sni = SSL_get_servername(s->client.ssl,
 	    TLSEXT_NAMETYPE_host_name)) != NULL)
 		snprintf(s->sni, sizeof(s->sni), "%s", sni);
+	metrics_tls_done(s);
 	if (s->identity_pending)
 		identity_header(s);
 	io_init(s, &io);
@@ -343,6 +347,7 @@ session_begin(struct session *s)
 		    ev_now(s->w->loop), &s->ip_counted);
 		if (v != IPTABLE_OK) {
 			listener_refuse(s->l, s->client.fd, iptable_refusal(v));
+			metrics_refused(s->l, metrics_refusal_ip(v));
 			return (iptable_refusal(v));
 		}
 	}
@@ -509,6 +514,7 @@ session_step(struct session *s, int active)
 		if (s->smtp.active) {
 			s->smtp.active = 0;
 			active = 1;
+			metrics_session_sync(s);
 		}
 		if (s->smtp.want_backend) {
 			s->smtp.want_backend = 0;
@@ -619,6 +625,7 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	io_init(s, &io);
 	if (s->backend.connecting) {
+		metrics_connect_end(s, 0);
 		backend_failed(s, "connect timeout");
 	} else if (s->backend.handshaking) {
 		log_msg(LOG_WARN, "session=%llu upstream %s: TLS handshake "
@@ -670,6 +677,7 @@ session_new(struct worker *w, struct listener *l, int fd,
 		w->sessions->prev = s;
 	w->sessions = s;
 	w->nsessions++;
+	metrics_session_open(s);
 	log_msg(LOG_DEBUG, "session=%llu connect from %s to %s",
 	    (unsigned long long)s->id, s->peer, l->conf->name);
 
@@ -724,6 +732,7 @@ session_close(struct session *s, const char *reason)
 	    (unsigned long long)s->client.bytes_in,
 	    (unsigned long long)s->client.bytes_out,
 	    ev_now(w->loop) - s->started, reason ? reason : "unknown");
+	metrics_session_close(s, reason);
 	ev_timer_stop(w->loop, &s->timer);
 	if (s->ip_counted)
 		iptable_release(w->ips, (struct sockaddr *)&s->peer_sa);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "endpoint.h"
+#include "metrics.h"
 #include "smtp.h"
 
 struct listener;
@@ -37,6 +38,7 @@ struct session {
 	char			 sni[64];
 	const char		*tls_version;	/* static strings from OpenSSL */
 	const char		*tls_cipher;
+	struct metrics_mark	 metrics;	/* counted so far */
 	struct session		*prev, *next;
 };
 

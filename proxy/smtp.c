@@ -587,6 +587,8 @@ client_input(struct smtp *t, struct smtp_io *io)
 void
 smtp_count_reply(struct smtp *t, struct smtp_io *io, char cls)
 {
+	if (cls >= '1' && cls <= '5')
+		t->replies[cls - '0']++;
 	if (cls != '5') {
 		t->errors = 0;
 		return;
@@ -596,6 +598,7 @@ smtp_count_reply(struct smtp *t, struct smtp_io *io, char cls)
 		return;
 	smtp_putf(io->to_client, "421 4.7.0 %s Too many errors, closing "
 	    "connection\r\n", t->conf->hostname);
+	t->replies[4]++;
 	smtp_close_after_flush(t, "too many errors");
 }
 
@@ -1014,6 +1017,7 @@ smtp_start(struct smtp *t, struct smtp_io *io)
 	switch (t->conf->mode) {
 	case SMTP_MODE_STARTTLS:
 		smtp_putf(io->to_client, "220 %s ESMTP\r\n", t->conf->hostname);
+		t->replies[2]++;
 		t->phase = PHASE_PLAIN;
 		break;
 	case SMTP_MODE_OPPORTUNISTIC:
@@ -1063,8 +1067,10 @@ smtp_abort(struct smtp *t, struct smtp_io *io, enum smtp_abort why)
 		return;
 	}
 	/* Before an implicit handshake the client cannot read plaintext. */
-	if (t->tls || t->conf->mode != SMTP_MODE_IMPLICIT)
+	if (t->tls || t->conf->mode != SMTP_MODE_IMPLICIT) {
 		smtp_putf(io->to_client, abort_replies[why], t->conf->hostname);
+		t->replies[4]++;
+	}
 	smtp_close_after_flush(t, smtp_abort_names[why]);
 }
 

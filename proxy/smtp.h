@@ -129,6 +129,7 @@ struct smtp {
 	uint8_t			 slots[SMTP_FIFO];
 	unsigned		 messages;	/* acknowledged by the backend */
 	unsigned		 errors;	/* 5xx replies in a row */
+	unsigned		 replies[6];	/* to the client, by first digit */
 	char			 ehlo_arg[256];
 	char			 exts[SMTP_EXTS];	/* " KW KW " the backend offers */
 	char			 xc_client[96];	/* "ADDR=... PORT=...", xtext */

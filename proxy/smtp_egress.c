@@ -310,6 +310,7 @@ ready:
 	t->greeted = 1;
 	t->helo_done = 0;
 	smtp_putf(io->to_client, "220 %s ESMTP\r\n", c->hostname);
+	t->replies[2]++;
 	smtp_logf(t, SMTP_LOG_DEBUG, "upstream ready");
 }
 

@@ -6,6 +6,7 @@
 #include <ev.h>
 
 #include "../config/config.h"
+#include "metrics.h"
 #include <openssl/ssl.h>
 #include <stdint.h>
 
@@ -28,6 +29,7 @@ struct worker {
 	uint64_t		 next_id;
 	int			 draining;	/* 0, 1: waiting, 2: 421s sent */
 	ev_timer		 drain_timer;
+	struct metrics		 metrics;	/* this worker's counters */
 };
 
 #endif

@@ -152,6 +152,7 @@ check_defaults_rest(const struct config *c)
 	ck_assert_int_eq(c->max_line, 4096);
 	ck_assert_int_eq(c->bare_reject, 0);
 	ck_assert_int_eq(c->log_level, CONFIG_LOG_INFO);
+	ck_assert_uint_eq(c->metrics.len, 0);	/* off unless asked for */
 	ck_assert_int_eq(c->tls.min_version, TLS1_2_VERSION);
 	ck_assert_ptr_null(c->tls.ciphers);
 	ck_assert_ptr_null(c->tls.ciphersuites);
@@ -291,6 +292,19 @@ check_listener_backend(const struct config *c)
 }
 
 static void
+check_metrics(const struct config *c)
+{
+	check_addr(&c->metrics, AF_INET, "127.0.0.1", 9325);
+	ck_assert_str_eq(c->metrics.text, "127.0.0.1:9325");
+}
+
+static void
+check_metrics_v6(const struct config *c)
+{
+	check_addr(&c->metrics, AF_INET6, "::1", 9325);
+}
+
+static void
 check_one_listener(const struct config *c)
 {
 	ck_assert_int_eq(c->nlisteners, 1);
@@ -361,6 +375,10 @@ static const struct good_case {
 	    "[gateway]\nmax_line = 8192\n" TLS
 	    "[listener:a]\naddress = 127.0.0.1:2525\nmode = starttls\n"
 	    "backend = 127.0.0.1:2526\n", check_listener_backend },
+	{ "metrics", GATEWAY "metrics = 127.0.0.1:9325\n" TLS LISTENER,
+	    check_metrics },
+	{ "metrics on ipv6", GATEWAY "metrics = [::1]:9325\n" TLS LISTENER,
+	    check_metrics_v6 },
 	{ "comments and crlf",
 	    "; a comment\r\n# another\r\n\r\n[gateway]\r\n"
 	    "backend = 127.0.0.1:25   ; inline\r\n"
@@ -420,6 +438,13 @@ static const struct bad_case {
 } bad_cases[] = {
 	{ "unknown key", GATEWAY "bogus = 1\n" TLS LISTENER,
 	    1, "test.ini:3: ", "unknown key 'bogus' in [gateway]" },
+	{ "metrics without port", GATEWAY "metrics = 127.0.0.1\n" TLS LISTENER,
+	    1, "test.ini:3: ", "'127.0.0.1': expected host:port" },
+	{ "metrics port 0", GATEWAY "metrics = 127.0.0.1:0\n" TLS LISTENER,
+	    1, "test.ini:3: ", "'127.0.0.1:0': expected host:port" },
+	{ "metrics in a listener", GATEWAY TLS LISTENER
+	    "metrics = 127.0.0.1:9325\n", 1, "test.ini:9: ",
+	    "unknown key 'metrics' in [listener:a]" },
 	{ "key of another section", GATEWAY "cert = /c\n" TLS LISTENER,
 	    1, "test.ini:3: ", "unknown key 'cert' in [gateway]" },
 	{ "unknown listener key", GATEWAY TLS LISTENER "port = 25\n",
