@@ -74,17 +74,10 @@ def checked_config(test, text):
     text = re.sub(r"^key\s*=.*$", "key = " + c.key, text, flags=re.M)
     path = os.path.join(lib.new_workdir("k8s"), "smtpgate.ini")
 
-    def check(t):
-        with open(path, "w") as f:
-            f.write(t)
-        p = subprocess.run([lib.gateway_bin(), "-t", "-c", path], capture_output=True, text=True)
-        return p.returncode, p.stdout + p.stderr
-
-    rc, out = check(text)
-    if rc != 0 and "unknown key 'metrics'" in out:
-        # TEMPORARY, until [gateway] metrics is merged: check the rest.
-        rc, out = check(re.sub(r"^metrics\s*=.*$", "", text, flags=re.M))
-    test.assertEqual(rc, 0, out)
+    with open(path, "w") as f:
+        f.write(text)
+    p = subprocess.run([lib.gateway_bin(), "-t", "-c", path], capture_output=True, text=True)
+    test.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
 
 class Manifests(unittest.TestCase):
