@@ -236,6 +236,7 @@ class ComposeConfig(unittest.TestCase):
         # The legacy server is reachable through the gateway only.
         self.assertNotIn("ports", compose["services"]["postfix"])
         self.assertEqual(gw["cap_add"], ["NET_BIND_SERVICE"])
+        self.assertEqual(gw["healthcheck"]["test"], ["CMD", "/usr/local/bin/smtpgate-healthcheck"])
 
 
 if __name__ == "__main__":
