@@ -10,7 +10,7 @@ WARN	 = -std=c17 -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes \
 HARDEN	 = -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
 HARDEN_LD = -pie -Wl,-z,relro,-z,now
 CPPFLAGS += -D_GNU_SOURCE -MMD -MP
-LDLIBS	 = -lssl -lcrypto -lev -linih -lpthread
+LDLIBS	 = -lssl -lcrypto -lev -linih -pthread
 BUILD	?= build
 
 # CI builds with WERROR=1: a warning fails the build.
@@ -25,16 +25,17 @@ CFLAGS	+= -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 LDFLAGS	+= -fsanitize=address,undefined
 endif
 
-SRCS	 = proxy/buf.c proxy/log.c proxy/body.c proxy/smtp.c proxy/smtp_parse.c \
+SRCS	 = proxy/buf.c proxy/log.c proxy/log_syslog.c proxy/body.c proxy/smtp.c proxy/smtp_parse.c \
 	   proxy/smtp_egress.c proxy/iptable.c \
 	   proxy/proxyproto.c \
 	   proxy/endpoint.c \
-	   proxy/session.c proxy/listener.c proxy/metrics.c proxy/http.c \
-	   proxy/health.c proxy/metrics_server.c tls/tls.c config/config.c
+	   proxy/session.c proxy/listener.c proxy/gen.c proxy/worker.c \
+	   proxy/metrics.c proxy/http.c proxy/health.c proxy/metrics_server.c \
+	   tls/tls.c config/config.c
 MAIN	 = proxy/main.c
 UNIT	 = tests/unit/main.c tests/unit/test_buf.c tests/unit/test_smtp.c \
 	   tests/unit/test_config.c tests/unit/test_tls.c tests/unit/test_iptable.c \
-	   tests/unit/test_proxyproto.c tests/unit/test_metrics.c
+	   tests/unit/test_proxyproto.c tests/unit/test_log.c tests/unit/test_metrics.c
 
 OBJS	 = $(SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS = $(UNIT:%.c=$(BUILD)/%.o)

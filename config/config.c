@@ -7,10 +7,12 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <openssl/ssl.h>
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -353,11 +355,43 @@ static const struct words w_identity = { { "none", "proxy-v1", "proxy-v2",
 	CONFIG_ID_PROXY_V2, CONFIG_ID_XCLIENT } };
 static const struct words w_proxy = { { "no", "v1", "v2", "any", NULL },
 	{ 0, PROXYPROTO_V1, PROXYPROTO_V2, PROXYPROTO_V1 | PROXYPROTO_V2 } };
+static const struct words w_log_format = { { "text", "json", NULL },
+	{ CONFIG_LOG_TEXT, CONFIG_LOG_JSON } };
 static const struct words w_bool = { { "yes", "no", "true", "false", "on",
 	"off", NULL }, { 1, 0, 1, 0, 1, 0 } };
 
 enum section { SEC_GATEWAY, SEC_TLS, SEC_TIMEOUTS, SEC_LIMITS, SEC_LISTENER,
 	       SEC_UPSTREAM };
+
+/* "auto" (0: one per CPU) or a number. */
+static int
+set_workers(struct config *c, void *dst, const char *v, const void *arg)
+{
+	static const struct range r = { 1, CONFIG_MAX_WORKERS };
+
+	(void)arg;
+	if (strcasecmp(v, "auto") == 0) {
+		*(long *)dst = 0;
+		return (0);
+	}
+	return (set_long(c, dst, v, &r));
+}
+
+/* A user or group name: checked now, so -t catches a typo. */
+static int
+set_account(struct config *c, void *dst, const char *v, const void *arg)
+{
+	int group = arg != NULL;
+
+	if (group ? getgrnam(v) == NULL : getpwnam(v) == NULL) {
+		config_error(c, c->lineno, "'%s': no such %s", v,
+		    group ? "group" : "user");
+		return (-1);
+	}
+	if (!group)
+		c->user_line = c->lineno;
+	return (set_string(c, dst, v, NULL));
+}
 
 /* "587, 2525, 465": the ports an upstream is tried on, in order. */
 static int
@@ -458,6 +492,12 @@ static const struct key {
 	{ SEC_GATEWAY, "log_level", set_word, G(log_level), &w_log },
 	{ SEC_GATEWAY, "client_identity", set_word, G(client_identity),
 	    &w_identity },
+	{ SEC_GATEWAY, "log_format", set_word, G(log_format), &w_log_format },
+	{ SEC_GATEWAY, "syslog", set_word, G(syslog), &w_bool },
+	{ SEC_GATEWAY, "workers", set_workers, G(workers), NULL },
+	{ SEC_GATEWAY, "user", set_account, G(user), NULL },
+	{ SEC_GATEWAY, "group", set_account, G(group), "group" },
+	{ SEC_GATEWAY, "allow_root", set_word, G(allow_root), &w_bool },
 	{ SEC_TLS, "cert", set_path, G(tls.certs),
 	    (void *)(offsetof(struct config_tls, ncerts) -
 	    offsetof(struct config_tls, certs)) },
@@ -737,6 +777,8 @@ validate(struct config *c)
 
 	for (i = 0; i < c->nupstreams; i++)
 		validate_upstream(c, &c->upstreams[i]);
+	if (c->group != NULL && c->user == NULL)
+		config_error(c, 0, "group needs user in [gateway]");
 	if (c->nlisteners == 0)
 		config_error(c, 0, "no [listener:NAME] section: nothing to serve");
 	for (i = 0; i < c->nlisteners; i++) {
@@ -807,6 +849,7 @@ config_new(const char *name)
 	}
 	c->max_connections = 10000;
 	c->max_line = 4096;
+	c->workers = 0;
 	c->log_level = CONFIG_LOG_INFO;
 	c->timeouts.handshake = 30;
 	c->timeouts.command = 300;
@@ -932,6 +975,8 @@ config_free(struct config *c)
 	}
 	free(c->tls.ciphers);
 	free(c->tls.ciphersuites);
+	free(c->user);
+	free(c->group);
 	free(c->errors);
 	free(c->file);
 	free(c);

@@ -65,6 +65,9 @@ struct config_cidr {
 };
 enum config_log { CONFIG_LOG_ERROR, CONFIG_LOG_WARN, CONFIG_LOG_INFO,
 		  CONFIG_LOG_DEBUG };
+enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
+
+#define CONFIG_MAX_WORKERS	64
 
 struct config_listener {
 	char			 name[64];
@@ -112,6 +115,13 @@ struct config {
 	long			 max_line;
 	int			 bare_reject;
 	enum config_log		 log_level;
+	enum config_log_format	 log_format;
+	int			 syslog;	/* to syslog, not stderr */
+	long			 workers;	/* threads; 0: one per CPU */
+	char			*user;		/* drop to it after start-up */
+	char			*group;		/* NULL: the user's group */
+	int			 allow_root;	/* may serve as root */
+	int			 user_line;
 	struct config_tls	 tls;
 	struct config_timeouts	 timeouts;
 	struct config_limits	 limits;

@@ -27,6 +27,7 @@ struct http_server {
 	struct ev_loop		*loop;
 	int			 fd;
 	ev_io			 io;
+	ev_timer		 retry;		/* after EMFILE: accept again later */
 	http_handler_fn		 fn;
 	void			*arg;
 	struct http_conn	*conns;
@@ -222,6 +223,22 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		ev_io_start(loop, &c->rio);
 		ev_timer_start(loop, &c->timer);
 	}
+	if (errno == EMFILE || errno == ENFILE) {
+		/* Level-triggered: a connection we cannot take would spin the
+		 * loop the SMTP sessions share. Pause a moment. */
+		ev_io_stop(loop, &srv->io);
+		ev_timer_set(&srv->retry, 1.0, 0.0);
+		ev_timer_start(loop, &srv->retry);
+	}
+}
+
+static void
+retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct http_server *srv = t->data;
+
+	(void)revents;
+	ev_io_start(loop, &srv->io);
 }
 
 struct http_server *
@@ -248,6 +265,8 @@ http_server_new(struct ev_loop *loop, const struct config_addr *addr,
 		goto err2;
 	ev_io_init(&srv->io, accept_cb, srv->fd, EV_READ);
 	srv->io.data = srv;
+	ev_init(&srv->retry, retry_cb);
+	srv->retry.data = srv;
 	ev_io_start(loop, &srv->io);
 	return (srv);
 
@@ -270,6 +289,7 @@ http_server_free(struct http_server *srv)
 	while (srv->conns != NULL)
 		conn_free(srv->conns);
 	ev_io_stop(srv->loop, &srv->io);
+	ev_timer_stop(srv->loop, &srv->retry);
 	close(srv->fd);
 	free(srv);
 }

@@ -30,9 +30,16 @@ iptable_new(unsigned max_conns, unsigned max_per_minute)
 
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		return (NULL);
+	iptable_set_limits(t, max_conns, max_per_minute);
+	return (t);
+}
+
+void
+iptable_set_limits(struct iptable *t, unsigned max_conns,
+    unsigned max_per_minute)
+{
 	t->max_conns = max_conns;
 	t->max_rate = max_per_minute;
-	return (t);
 }
 
 void

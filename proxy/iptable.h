@@ -17,6 +17,9 @@ enum iptable_verdict { IPTABLE_OK, IPTABLE_TOO_MANY, IPTABLE_TOO_FAST };
  * memory. */
 struct iptable		*iptable_new(unsigned max_conns, unsigned max_per_minute);
 void			 iptable_free(struct iptable *t);
+/* New limits (a reload); open connections stay counted. */
+void			 iptable_set_limits(struct iptable *t, unsigned max_conns,
+			    unsigned max_per_minute);
 /* A connection from sa at time now (seconds): counted and allowed, or not
  * counted and refused. Out of memory allows, uncounted (*counted_r 0). */
 enum iptable_verdict	 iptable_acquire(struct iptable *t,

@@ -2,12 +2,14 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../config/config.h"
+#include "gen.h"
 #include "iptable.h"
 #include "listener.h"
 #include "log.h"
@@ -29,7 +31,7 @@ listener_refuse(const struct listener *l, int fd, const char *why)
 	int n;
 
 	n = snprintf(msg, sizeof(msg), "421 4.7.0 %s %s, try again later\r\n",
-	    l->w->conf->hostname, why);
+	    l->gen->conf->hostname, why);
 	if (n > 0)
 		(void)send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
@@ -38,6 +40,7 @@ static void
 accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct listener *l = w->data;
+	const struct config *c = l->gen->conf;
 	struct sockaddr_storage ss;
 	enum iptable_verdict v;
 	socklen_t len;
@@ -66,10 +69,11 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			}
 			return;
 		}
-		if (l->w->nsessions >= (unsigned long)l->w->conf->max_connections) {
+		if (atomic_load_explicit(&l->w->gw->nsessions,
+		    memory_order_relaxed) >= (unsigned long)c->max_connections) {
 			log_msg(LOG_WARN, "listener %s: max_connections (%ld) "
 			    "reached, refusing a connection", l->conf->name,
-			    l->w->conf->max_connections);
+			    c->max_connections);
 			listener_refuse(l, fd, "Too many connections");
 			metrics_refused(l, METRICS_REFUSED_MAX_CONNECTIONS);
 			close(fd);
@@ -92,8 +96,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			session_new(l->w, l, fd, (struct sockaddr *)&ss, len, 0);
 			continue;
 		}
-		v = iptable_acquire(l->w->ips, (struct sockaddr *)&ss,
-		    ev_now(loop), &counted);
+		v = worker_ip_acquire(l->w, (struct sockaddr *)&ss, &counted);
 		if (v != IPTABLE_OK) {
 			session_format_addr((struct sockaddr *)&ss, peer,
 			    sizeof(peer));
@@ -115,107 +118,156 @@ retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	struct listener *l = t->data;
 
 	(void)revents;
-	if (!l->w->draining)
+	if (!l->w->draining && !l->retired)
 		ev_io_start(loop, &l->io);
 }
 
-static int
-open_one(struct listener *l, char *err, size_t errlen)
+/* The tracker's settings for listener cl of configuration c. */
+static void
+smtp_settings(struct listener *l, const struct config *c,
+    const struct config_listener *cl)
 {
-	const struct config_addr *a = l->addr;
-	int fd, one = 1;
+	l->backend = cl->backend.len ? &cl->backend : &c->backend;
+	l->smtp.hostname = c->hostname;
+	l->smtp.max_line = (size_t)c->max_line;
+	l->smtp.bare_reject = c->bare_reject;
+	l->smtp.max_errors = (unsigned)c->limits.max_errors;
+	l->identity = cl->client_identity;
+	l->smtp.xclient = cl->client_identity == CONFIG_ID_XCLIENT;
+	l->smtp.mode = cl->mode == CONFIG_MODE_IMPLICIT ? SMTP_MODE_IMPLICIT :
+	    cl->mode == CONFIG_MODE_EGRESS ? SMTP_MODE_EGRESS :
+	    cl->require_tls ? SMTP_MODE_STARTTLS : SMTP_MODE_OPPORTUNISTIC;
+	if (cl->mode == CONFIG_MODE_EGRESS) {
+		const struct config_upstream *u = &c->upstreams[cl->upstream];
 
-	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
-	if (fd == -1)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	/* [::]:port serves IPv6 only; IPv4 gets its own address line. */
-	if (a->ss.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 ||
-	    listen(fd, 1024) == -1)
-		goto fail;
-	l->fd = fd;
-	return (0);
+		l->upstream = u;
+		l->smtp.helo = u->helo ? u->helo : c->hostname;
+		l->smtp.auth = (int)u->auth;
+		l->smtp.auth_user = u->username;
+		l->smtp.auth_pass = u->password;
+		l->smtp.app_auth = cl->app_auth;
+	}
+}
 
-fail:
-	snprintf(err, errlen, "listener %s: %s: %s", l->conf->name, a->text,
-	    strerror(errno));
-	if (fd != -1)
-		close(fd);
-	return (-1);
+static void
+listener_free(struct listener *l)
+{
+	gen_unref(l->gen);
+	free(l);
 }
 
 int
-listener_open_all(struct worker *w, char *err, size_t errlen)
+listener_new_list(struct gen *g, struct worker *w, struct listener **list_r,
+    char *err, size_t errlen)
 {
-	const struct config *c = w->conf;
-	const struct config_listener *cl;
-	struct listener *l;
-	int i, j;
+	const struct config *c = g->conf;
+	struct listener *l, **tail = list_r;
+	int i, j, a = 0;
 
+	*list_r = NULL;
 	for (i = 0; i < c->nlisteners; i++) {
-		cl = &c->listeners[i];
-		for (j = 0; j < cl->naddrs; j++) {
+		for (j = 0; j < c->listeners[i].naddrs; j++, a++) {
 			if ((l = calloc(1, sizeof(*l))) == NULL) {
 				snprintf(err, errlen, "out of memory");
-				goto fail;
+				listener_free_list(*list_r);
+				*list_r = NULL;
+				return (-1);
 			}
 			l->w = w;
-			l->conf = cl;
-			l->mslot = metrics_listener_slot(cl->name);
-			l->addr = &cl->addrs[j];
-			l->backend = cl->backend.len ? &cl->backend : &c->backend;
-			l->smtp.hostname = c->hostname;
-			l->smtp.max_line = (size_t)c->max_line;
-			l->smtp.bare_reject = c->bare_reject;
-			l->smtp.max_errors = (unsigned)c->limits.max_errors;
-			l->identity = cl->client_identity;
-			l->smtp.xclient = cl->client_identity == CONFIG_ID_XCLIENT;
-			l->smtp.mode = cl->mode == CONFIG_MODE_IMPLICIT ?
-			    SMTP_MODE_IMPLICIT : cl->mode == CONFIG_MODE_EGRESS ?
-			    SMTP_MODE_EGRESS : cl->require_tls ?
-			    SMTP_MODE_STARTTLS : SMTP_MODE_OPPORTUNISTIC;
-			if (cl->mode == CONFIG_MODE_EGRESS) {
-				const struct config_upstream *u =
-				    &c->upstreams[cl->upstream];
-
-				l->upstream = u;
-				l->smtp.helo = u->helo ? u->helo : c->hostname;
-				l->smtp.auth = (int)u->auth;
-				l->smtp.auth_user = u->username;
-				l->smtp.auth_pass = u->password;
-				l->smtp.app_auth = cl->app_auth;
-			}
-			l->next = w->listeners;
-			w->listeners = l;
-			l->fd = -1;
-			if (open_one(l, err, errlen) == -1)
-				goto fail;
+			l->gen = gen_ref(g);
+			l->conf = &c->listeners[i];
+			l->index = i;
+			l->addr = &l->conf->addrs[j];
+			l->fd = g->fds[a * g->nworkers + w->index];
+			smtp_settings(l, c, l->conf);
+			l->mslot = metrics_listener_slot(l->conf->name);
 			ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
 			l->io.data = l;
 			ev_init(&l->retry, retry_cb);
 			l->retry.data = l;
-			ev_io_start(w->loop, &l->io);
-			if (l->upstream != NULL)
-				log_msg(LOG_INFO, "listening on %s (%s, egress), "
-				    "upstream %s", l->addr->text, cl->name,
-				    l->upstream->host);
-			else
-				log_msg(LOG_INFO, "listening on %s (%s, %s), "
-				    "backend %s", l->addr->text, cl->name,
-				    l->smtp.mode == SMTP_MODE_IMPLICIT ?
-				    "implicit TLS" : l->smtp.mode ==
-				    SMTP_MODE_STARTTLS ? "STARTTLS required" :
-				    "STARTTLS optional", l->backend->text);
+			*tail = l;
+			tail = &l->next;
 		}
 	}
 	return (0);
+}
 
-fail:
-	listener_free_all(w);
-	return (-1);
+void
+listener_free_list(struct listener *list)
+{
+	struct listener *next;
+
+	for (; list != NULL; list = next) {
+		next = list->next;
+		listener_free(list);
+	}
+}
+
+/* Unlink l from w's list. */
+static void
+unlink_listener(struct worker *w, struct listener *l)
+{
+	struct listener **p;
+
+	for (p = &w->listeners; *p != NULL; p = &(*p)->next)
+		if (*p == l) {
+			*p = l->next;
+			return;
+		}
+}
+
+void
+listener_retire_all(struct worker *w)
+{
+	struct listener *l, *next;
+
+	for (l = w->listeners; l != NULL; l = next) {
+		next = l->next;
+		ev_io_stop(w->loop, &l->io);
+		ev_timer_stop(w->loop, &l->retry);
+		l->retired = 1;
+		if (l->nsessions == 0) {
+			unlink_listener(w, l);
+			listener_free(l);
+		}
+	}
+}
+
+void
+listener_release(struct listener *l)
+{
+	if (--l->nsessions == 0 && l->retired) {
+		unlink_listener(l->w, l);
+		listener_free(l);
+	}
+}
+
+void
+listener_start_list(struct worker *w, struct listener *list)
+{
+	struct listener *l, *last = NULL;
+
+	for (l = list; l != NULL; l = l->next) {
+		last = l;
+		ev_io_start(w->loop, &l->io);
+		if (w->index != 0)
+			continue;
+		if (l->upstream != NULL)
+			log_msg(LOG_INFO, "listening on %s (%s, egress), "
+			    "upstream %s", l->addr->text, l->conf->name,
+			    l->upstream->host);
+		else
+			log_msg(LOG_INFO, "listening on %s (%s, %s), backend %s",
+			    l->addr->text, l->conf->name,
+			    l->smtp.mode == SMTP_MODE_IMPLICIT ? "implicit TLS" :
+			    l->smtp.mode == SMTP_MODE_STARTTLS ?
+			    "STARTTLS required" : "STARTTLS optional",
+			    l->backend->text);
+	}
+	if (last != NULL) {
+		last->next = w->listeners;
+		w->listeners = list;
+	}
 }
 
 void
@@ -232,14 +284,7 @@ listener_stop_all(struct worker *w)
 void
 listener_free_all(struct worker *w)
 {
-	struct listener *l, *next;
-
 	listener_stop_all(w);
-	for (l = w->listeners; l != NULL; l = next) {
-		next = l->next;
-		if (l->fd != -1)
-			close(l->fd);
-		free(l);
-	}
+	listener_free_list(w->listeners);
 	w->listeners = NULL;
 }

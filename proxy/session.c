@@ -10,12 +10,14 @@
 #include <arpa/inet.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../config/config.h"
+#include "gen.h"
 #include "iptable.h"
 #include "listener.h"
 #include "log.h"
@@ -141,7 +143,7 @@ identity_header(struct session *s)
 static int
 port_index(const struct session *s)
 {
-	int pref = s->l->up_preferred, i = s->port_try - 1;
+	int pref = s->port_first, i = s->port_try - 1;
 
 	if (s->port_try == 0)
 		return (pref);
@@ -273,7 +275,7 @@ backend_start_tls(struct session *s)
 	const struct config_upstream *u = s->l->upstream;
 	struct smtp_io io;
 
-	if (endpoint_start_tls(&s->backend, s->w->up_ctx[s->l->conf->upstream],
+	if (endpoint_start_tls(&s->backend, s->l->gen->up_ctx[s->l->conf->upstream],
 	    u->server_name ? u->server_name : u->host) == -1) {
 		io_init(s, &io);
 		smtp_abort(&s->smtp, &io, ABORT_UPSTREAM);
@@ -343,8 +345,8 @@ session_begin(struct session *s)
 	enum iptable_verdict v;
 
 	if (s->l->conf->accept_proxy) {
-		v = iptable_acquire(s->w->ips, (struct sockaddr *)&s->peer_sa,
-		    ev_now(s->w->loop), &s->ip_counted);
+		v = worker_ip_acquire(s->w, (struct sockaddr *)&s->peer_sa,
+		    &s->ip_counted);
 		if (v != IPTABLE_OK) {
 			listener_refuse(s->l, s->client.fd, iptable_refusal(v));
 			metrics_refused(s->l, metrics_refusal_ip(v));
@@ -356,7 +358,7 @@ session_begin(struct session *s)
 	io_init(s, &io);
 	smtp_start(&s->smtp, &io);
 	if (s->l->smtp.mode == SMTP_MODE_IMPLICIT &&
-	    endpoint_start_tls(&s->client, s->w->ctx, NULL) == -1)
+	    endpoint_start_tls(&s->client, s->l->gen->ctx, NULL) == -1)
 		return ("cannot start TLS");
 	return (NULL);
 }
@@ -455,7 +457,7 @@ session_wait(const struct session *s)
 static void
 session_timer(struct session *s, int active)
 {
-	const struct config_timeouts *t = &s->w->conf->timeouts;
+	const struct config_timeouts *t = &s->l->gen->conf->timeouts;
 	enum wait w = session_wait(s);
 	static const int renewable[] = { [WAIT_BACKEND] = 1, [WAIT_COMMAND] = 1,
 	    [WAIT_CLOSE] = 0 };
@@ -540,14 +542,15 @@ session_step(struct session *s, int active)
 		if (s->l->upstream != NULL && s->smtp.greeted &&
 		    !s->port_noted) {
 			/* The next session tries this port first. */
-			s->l->up_preferred = port_index(s);
+			atomic_store_explicit(&s->l->gen->up_preferred[
+			    s->l->index], port_index(s), memory_order_relaxed);
 			s->port_noted = 1;
 		}
 		if (s->smtp.want_tls && buf_len(&s->client.out) == 0) {
 			/* The 220 is on the wire: the next client byte is the
 			 * ClientHello. */
 			s->smtp.want_tls = 0;
-			if (endpoint_start_tls(&s->client, s->w->ctx, NULL) == -1)
+			if (endpoint_start_tls(&s->client, s->l->gen->ctx, NULL) == -1)
 				return ("cannot start TLS");
 			if (client_handshake(s) != NULL)
 				return (s->client.error);
@@ -651,7 +654,7 @@ session_new(struct worker *w, struct listener *l, int fd,
 
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		if (ip_counted)
-			iptable_release(w->ips, sa);
+			worker_ip_release(w, sa);
 		close(fd);
 		return (NULL);
 	}
@@ -660,9 +663,12 @@ session_new(struct worker *w, struct listener *l, int fd,
 	memcpy(&s->peer_sa, sa, salen < sizeof(s->peer_sa) ? salen :
 	    sizeof(s->peer_sa));
 	s->ip_counted = ip_counted;
+	s->port_first = atomic_load_explicit(&l->gen->up_preferred[l->index],
+	    memory_order_relaxed);
 	if (getsockname(fd, (struct sockaddr *)&s->local_sa, &llen) == -1)
 		s->local_sa.ss_family = AF_UNSPEC;
-	s->id = ++w->next_id;
+	s->id = atomic_fetch_add_explicit(&w->gw->next_id, 1,
+	    memory_order_relaxed) + 1;
 	s->started = ev_now(w->loop);
 	session_format_addr(sa, s->peer, sizeof(s->peer));
 	nodelay(fd);
@@ -677,6 +683,8 @@ session_new(struct worker *w, struct listener *l, int fd,
 		w->sessions->prev = s;
 	w->sessions = s;
 	w->nsessions++;
+	l->nsessions++;
+	atomic_fetch_add_explicit(&w->gw->nsessions, 1, memory_order_relaxed);
 	metrics_session_open(s);
 	log_msg(LOG_DEBUG, "session=%llu connect from %s to %s",
 	    (unsigned long long)s->id, s->peer, l->conf->name);
@@ -735,7 +743,7 @@ session_close(struct session *s, const char *reason)
 	metrics_session_close(s, reason);
 	ev_timer_stop(w->loop, &s->timer);
 	if (s->ip_counted)
-		iptable_release(w->ips, (struct sockaddr *)&s->peer_sa);
+		worker_ip_release(w, (struct sockaddr *)&s->peer_sa);
 	endpoint_fini(&s->client, w->loop);
 	endpoint_fini(&s->backend, w->loop);
 	if (s->prev != NULL)
@@ -745,6 +753,8 @@ session_close(struct session *s, const char *reason)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	w->nsessions--;
+	atomic_fetch_sub_explicit(&w->gw->nsessions, 1, memory_order_relaxed);
+	listener_release(s->l);
 	free(s);
 	if (w->draining && w->nsessions == 0)
 		ev_break(w->loop, EVBREAK_ALL);

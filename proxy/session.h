@@ -29,6 +29,9 @@ struct session {
 	unsigned		 identity_pending:1;	/* PROXY v2 waits for TLS */
 	unsigned		 port_noted:1;	/* egress: the working port is noted */
 	int			 port_try;	/* egress: the how-manieth port */
+	int			 port_first;	/* egress: the port index tried
+						 * first (the one that last
+						 * worked when it began) */
 	char			 upstream[300];	/* egress: host:port, for logs */
 	const char		*up_tls;	/* egress: the upstream's TLS version */
 	int			 ip_counted;	/* holds a place in w->ips */

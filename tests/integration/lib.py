@@ -443,6 +443,11 @@ DEFAULT_LISTENERS = (
 )
 
 
+# The tests run as root in CI; the gateway refuses to serve as root unless
+# told so.
+ALLOW_ROOT = "yes" if os.geteuid() == 0 else None
+
+
 class Gateway:
     """build/smtpgate (or $SMTPGATE_BIN) with a generated INI config."""
 
@@ -463,7 +468,8 @@ class Gateway:
             self.listeners.append((lname, mode, lhost, port, opts))
         c = certs()
         self.gateway_opts = {"backend": backend_addr, "hostname": "gw.test", "log_level": "debug",
-                             "max_line": "4096", "bare_newlines": "normalize"}
+                             "max_line": "4096", "bare_newlines": "normalize",
+                             "allow_root": ALLOW_ROOT}
         self.gateway_opts.update(gateway or {})
         self.tls_opts = {"cert": c.cert, "key": c.key}
         self.tls_opts.update(tls or {})
@@ -1759,7 +1765,8 @@ class EgressGateway(Gateway):
     def __init__(self, workdir, upstream, listener=None, gateway=None, timeouts=None,
                  name="gateway"):
         self.upstream_opts = dict(upstream)
-        self.egress_gateway_opts = {"hostname": "app-gw.test", "log_level": "debug"}
+        self.egress_gateway_opts = {"hostname": "app-gw.test", "log_level": "debug",
+                                    "allow_root": ALLOW_ROOT}
         self.egress_gateway_opts.update(gateway or {})
         lopts = {"upstream": "relay"}
         lopts.update(listener or {})

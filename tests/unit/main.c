@@ -14,6 +14,7 @@ main(void)
 	srunner_add_suite(sr, tls_suite());
 	srunner_add_suite(sr, iptable_suite());
 	srunner_add_suite(sr, proxyproto_suite());
+	srunner_add_suite(sr, log_suite());
 	srunner_add_suite(sr, metrics_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

@@ -10,6 +10,7 @@ Suite	*config_suite(void);
 Suite	*tls_suite(void);
 Suite	*iptable_suite(void);
 Suite	*proxyproto_suite(void);
+Suite	*log_suite(void);
 Suite	*metrics_suite(void);
 
 #endif

@@ -339,6 +339,27 @@ check_identity(const struct config *c)
 	ck_assert(c->timeouts.proxy_header == 5);
 }
 
+static void
+check_ops(const struct config *c)
+{
+	ck_assert_int_eq(c->workers, 4);
+	ck_assert_str_eq(c->user, "nobody");
+	ck_assert_str_eq(c->group, "nogroup");
+	ck_assert_int_eq(c->user_line, 4);
+	ck_assert_int_eq(c->allow_root, 0);
+	ck_assert_int_eq(c->log_format, CONFIG_LOG_JSON);
+	ck_assert_int_eq(c->syslog, 1);
+}
+
+static void
+check_workers_auto(const struct config *c)
+{
+	ck_assert_int_eq(c->workers, 0);
+	ck_assert_ptr_null(c->user);
+	ck_assert_int_eq(c->allow_root, 1);
+	ck_assert_int_eq(c->log_format, CONFIG_LOG_TEXT);
+}
+
 static const struct good_case {
 	const char	*name;
 	const char	*text;
@@ -403,6 +424,11 @@ static const struct good_case {
 	    "trusted_proxies = 10.0.0.0/8, ::1 192.0.2.7\n"
 	    "[listener:b]\naddress = 127.0.0.1:2526\nmode = implicit\n",
 	    check_identity },
+	{ "operations", "[gateway]\nbackend = 127.0.0.1:25\nworkers = 4\n"
+	    "user = nobody\ngroup = nogroup\nallow_root = no\n"
+	    "log_format = json\nsyslog = yes\n" TLS LISTENER, check_ops },
+	{ "workers auto", "[gateway]\nbackend = 127.0.0.1:25\nworkers = auto\n"
+	    "allow_root = yes\n" TLS LISTENER, check_workers_auto },
 	{ "long listener name", GATEWAY TLS "[listener:" X40 "]\n"
 	    "address = 127.0.0.1:2525\nmode = starttls\n", check_long_name },
 };
@@ -603,6 +629,18 @@ static const struct bad_case {
 	    "[upstream:relay]\nhost = 127.0.0.1\n"
 	    "password_file = /nonexistent/pw\n", 1, "test.ini:7: ",
 	    "password_file /nonexistent/pw: No such file or directory" },
+	{ "workers zero", GATEWAY "workers = 0\n" TLS LISTENER, 1,
+	    "test.ini:3: ", "expected a number from 1 to 64" },
+	{ "workers too many", GATEWAY "workers = 65\n" TLS LISTENER, 1,
+	    "test.ini:3: ", "expected a number from 1 to 64" },
+	{ "unknown user", GATEWAY "user = no-such-user-x\n" TLS LISTENER, 1,
+	    "test.ini:3: ", "'no-such-user-x': no such user" },
+	{ "unknown group", GATEWAY "user = nobody\ngroup = no-such-group-x\n"
+	    TLS LISTENER, 1, "test.ini:4: ", "'no-such-group-x': no such group" },
+	{ "group without user", GATEWAY "group = nogroup\n" TLS LISTENER, 1,
+	    "test.ini: ", "group needs user" },
+	{ "bad log format", GATEWAY "log_format = xml\n" TLS LISTENER, 1,
+	    "test.ini:3: ", "'xml': expected text | json" },
 	{ "syntax error", GATEWAY "this line has no equals sign\n" TLS
 	    LISTENER, 1, "test.ini:3: ", "syntax error" },
 	{ "unclosed section", GATEWAY TLS LISTENER "[timeouts\n",
