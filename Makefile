@@ -42,7 +42,8 @@ UNIT_OBJS = $(UNIT:%.c=$(BUILD)/%.o)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
-.PHONY: all run check check-valgrind unit integration deps deps-test clean
+.PHONY: all run check check-valgrind check-container unit integration deps deps-test \
+	deps-container clean
 
 all: $(BUILD)/smtpgate
 
@@ -65,6 +66,9 @@ deps:
 
 deps-test:
 	@scripts/install-deps test
+
+deps-container:
+	@scripts/install-deps container
 
 # The demo: gateway on 10465 (implicit), 10587 and 12525 (STARTTLS) in front
 # of tests/backend.py, which prints every message it receives.
@@ -94,6 +98,11 @@ check-valgrind: deps-test
 	    SMTPGATE_BIN=tests/valgrind-smtpgate python3 tests/integration/run.py
 	@if [ -n "$$(find build/valgrind -name '*.log' -size +0)" ]; then \
 	    cat build/valgrind/*.log; echo "valgrind reported errors"; exit 1; fi
+
+# The images and the compose example (docker/), built and run with podman:
+# needs root. Not part of `make check`; CI runs it as its own step.
+check-container: deps-container
+	tests/container/run
 
 clean:
 	rm -rf build build-san build-fuzz
