@@ -40,7 +40,8 @@ UNIT_OBJS = $(UNIT:%.c=$(BUILD)/%.o)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
-.PHONY: all run check check-valgrind unit integration deps deps-test clean
+.PHONY: all run check check-valgrind unit integration deps deps-test clean \
+	bench bench-tools
 
 all: $(BUILD)/smtpgate
 
@@ -92,6 +93,22 @@ check-valgrind: deps-test
 	    SMTPGATE_BIN=tests/valgrind-smtpgate python3 tests/integration/run.py
 	@if [ -n "$$(find build/valgrind -name '*.log' -size +0)" ]; then \
 	    cat build/valgrind/*.log; echo "valgrind reported errors"; exit 1; fi
+
+# The benchmark: smtpgate side by side with stunnel, hitch, HAProxy and
+# nginx's mail proxy (tests/bench/README.md). Not part of `make check`.
+BENCH_TOOLS = $(BUILD)/bench/loadgen $(BUILD)/bench/sink
+
+$(BUILD)/bench/%: tests/bench/%.c tests/bench/netutil.c tests/bench/netutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -D_GNU_SOURCE $(HARDEN_LD) -o $@ \
+	    $< tests/bench/netutil.c -lssl -lcrypto
+
+bench-tools: $(BENCH_TOOLS)
+
+bench:
+	@scripts/install-deps bench
+	@$(MAKE) --no-print-directory all bench-tools
+	BUILD=$(BUILD) tests/bench/run
 
 clean:
 	rm -rf build build-san build-fuzz
