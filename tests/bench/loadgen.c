@@ -86,19 +86,24 @@ static const struct step SCRIPT_IDLE[] = {
 	{ STEP_TLS, NULL, 0 }, GREET, EHLO, { STEP_HOLD, NULL, 0 }, QUIT,
 	{ STEP_END, NULL, 0 } };
 
+/* What a completed session counts as. */
+enum count { COUNT_SESSION, COUNT_MB, COUNT_ROUND_TRIP, COUNT_HELD };
+
 static const struct mode {
 	const char		*name;
 	const struct step	*script;
 	size_t			 body;		/* default -s */
 	int			 conc;		/* default -c */
+	int			 resume;	/* offer a ticket from earlier */
+	enum count		 count;
 } MODES[] = {
-	{ "handshake", SCRIPT_HANDSHAKE, 0, 8 },
-	{ "resumed", SCRIPT_HANDSHAKE, 0, 8 },
-	{ "starttls", SCRIPT_STARTTLS, 0, 8 },
-	{ "message", SCRIPT_MESSAGE, 2048, 8 },
-	{ "large", SCRIPT_MESSAGE, 20 * 1024 * 1024, 2 },
-	{ "noop", SCRIPT_NOOP, 0, 1 },
-	{ "idle", SCRIPT_IDLE, 0, 64 },
+	{ "handshake", SCRIPT_HANDSHAKE, 0, 8, 0, COUNT_SESSION },
+	{ "resumed", SCRIPT_HANDSHAKE, 0, 8, 1, COUNT_SESSION },
+	{ "starttls", SCRIPT_STARTTLS, 0, 8, 0, COUNT_SESSION },
+	{ "message", SCRIPT_MESSAGE, 2048, 8, 0, COUNT_SESSION },
+	{ "large", SCRIPT_MESSAGE, 20 * 1024 * 1024, 2, 0, COUNT_MB },
+	{ "noop", SCRIPT_NOOP, 0, 1, 0, COUNT_ROUND_TRIP },
+	{ "idle", SCRIPT_IDLE, 0, 64, 0, COUNT_HELD },
 };
 
 enum conn_rc { CONN_BLOCKED, CONN_DONE, CONN_HELD, CONN_FAILED };
@@ -126,7 +131,7 @@ struct samples {
 static const struct mode *mode;
 static struct sockaddr_in target;
 static SSL_CTX		*ctx;
-static int		 plain, is_resumed, epfd;
+static int		 plain, epfd;
 static char		*wire;			/* body + ".\r\n" */
 static size_t		 wire_len, body_len;
 static char		 body_hash[2 * EVP_MAX_MD_SIZE + 1] = "-";
@@ -385,7 +390,7 @@ conn_drive(struct conn *c)
 				if ((c->ssl = SSL_new(ctx)) == NULL ||
 				    SSL_set_fd(c->ssl, c->fd) != 1)
 					return (conn_fail(c, "SSL_new"));
-				if (is_resumed)
+				if (mode->resume)
 					ticket_use(c->ssl);
 				SSL_set_connect_state(c->ssl);
 			}
@@ -483,14 +488,13 @@ conn_start(void)
 	c->t0 = net_now_ns();
 	if ((c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)) == -1) {
 		perror("socket");
-		free(c);
-		return (NULL);
+		goto err0;
 	}
 	net_nodelay(c->fd);
 	if (connect(c->fd, (struct sockaddr *)&target, sizeof(target)) == -1) {
 		if (errno != EINPROGRESS) {
 			conn_fail(c, strerror(errno));
-			goto err;
+			goto err1;
 		}
 		c->connecting = 1;
 	}
@@ -499,11 +503,12 @@ conn_start(void)
 	ev.data.ptr = c;
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) == -1) {
 		perror("epoll_ctl");
-		goto err;
+		goto err1;
 	}
 	return (c);
-err:
+err1:
 	close(c->fd);
+err0:
 	free(c);
 	return (NULL);
 }
@@ -532,7 +537,7 @@ conn_end(struct conn *c, enum conn_rc rc)
 {
 	if (rc == CONN_DONE) {
 		/* noop counts round trips, idle counts sessions held. */
-		if (mode->script != SCRIPT_NOOP && mode->script != SCRIPT_IDLE) {
+		if (mode->count == COUNT_SESSION || mode->count == COUNT_MB) {
 			ok++;
 			samples_add(&lat, net_now_ns() - c->t0);
 		}
@@ -598,8 +603,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "loadgen: starttls has no plaintext variant\n");
 		return (2);
 	}
-	idle_mode = mode->script == SCRIPT_IDLE;
-	is_resumed = mode == &MODES[1];
+	idle_mode = mode->count == COUNT_HELD;
 	if (conc <= 0)
 		conc = mode->conc;
 	if (body == 0)
@@ -697,7 +701,7 @@ main(int argc, char **argv)
 	end = net_now_ns();
 	qsort(lat.v, lat.n, sizeof(*lat.v), cmp_ull);
 	secs = (double)(end - start) / 1e9;
-	mb = mode == &MODES[4] ? (double)ok * (double)body_len / MB : 0;
+	mb = mode->count == COUNT_MB ? (double)ok * (double)body_len / MB : 0;
 	printf("mode=%s ok=%llu errors=%llu seconds=%.3f rate=%.1f "
 	    "p50_us=%.1f p99_us=%.1f mb=%.1f resumed=%llu sha256=%s "
 	    "body_bytes=%zu\n", mode->name, ok, errors, secs,
