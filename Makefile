@@ -43,7 +43,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
 .PHONY: all run check check-valgrind check-container unit integration deps deps-test \
-	deps-container clean
+	deps-container clean bench bench-tools
 
 all: $(BUILD)/smtpgate
 
@@ -103,6 +103,22 @@ check-valgrind: deps-test
 # needs root. Not part of `make check`; CI runs it as its own step.
 check-container: deps-container
 	tests/container/run
+
+# The benchmark: smtpgate side by side with stunnel, hitch, HAProxy and
+# nginx's mail proxy (tests/bench/README.md). Not part of `make check`.
+BENCH_TOOLS = $(BUILD)/bench/loadgen $(BUILD)/bench/sink
+
+$(BUILD)/bench/%: tests/bench/%.c tests/bench/netutil.c tests/bench/netutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -D_GNU_SOURCE $(HARDEN_LD) -o $@ \
+	    $< tests/bench/netutil.c -lssl -lcrypto
+
+bench-tools: $(BENCH_TOOLS)
+
+bench:
+	@scripts/install-deps bench
+	@$(MAKE) --no-print-directory all bench-tools
+	BUILD=$(BUILD) tests/bench/run
 
 clean:
 	rm -rf build build-san build-fuzz
