@@ -974,9 +974,11 @@ class EgressPostfixTest(EgressBase):
         self.assert_every_conn_clean(self.sh)
         # Postfix saw the gateway's greeting and a 250 for its message
         self.gw.wait_log(r"msgs=1 .*reason=\"quit\"")
-        log = self.postfix.log_tail(20000)
-        self.assertRegex(log, r"to=<%s>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*status=sent"
-                         % (re.escape(rcpt), self.gw.port_out))
+        # Postfix logs the delivery after the session ends: poll for it.
+        sent = re.compile(r"to=<%s>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*status=sent"
+                          % (re.escape(rcpt), self.gw.port_out))
+        lib.wait_until(lambda: sent.search(self.postfix.log_tail(20000)), 10,
+                       "Postfix logging status=sent")
 
 
 if __name__ == "__main__":
