@@ -83,6 +83,10 @@ endpoint_start_tls(struct endpoint *e, SSL_CTX *ctx, const char *peer_name)
 		return (-1);
 	if (SSL_set_fd(e->ssl, e->fd) != 1)
 		goto fail;
+	/* Read as much as the socket holds in one read(), not a record
+	 * header and then its body: half the read calls on bulk data. What
+	 * is read ahead is what endpoint_pending() reports. */
+	SSL_set_read_ahead(e->ssl, 1);
 	if (peer_name == NULL) {
 		SSL_set_accept_state(e->ssl);
 	} else {
@@ -236,7 +240,7 @@ out:
 int
 endpoint_pending(const struct endpoint *e)
 {
-	return (e->ssl != NULL && !e->handshaking && SSL_pending(e->ssl) > 0);
+	return (e->ssl != NULL && !e->handshaking && SSL_has_pending(e->ssl));
 }
 
 void

@@ -53,7 +53,8 @@ size_t	endpoint_fill(struct endpoint *e);
 /* Write out until it is empty or the socket is full. Returns bytes written;
  * sets failed. */
 size_t	endpoint_flush(struct endpoint *e);
-/* Whether TLS holds decrypted bytes that the socket will not signal. */
+/* Whether TLS holds bytes (decrypted, or read ahead and not yet decrypted)
+ * that the socket will not signal again. */
 int	endpoint_pending(const struct endpoint *e);
 
 /* Start or stop each watcher as wanted (reading: whether input is wanted). */
