@@ -31,7 +31,7 @@ SRCS	 = proxy/buf.c proxy/log.c proxy/log_syslog.c proxy/body.c proxy/smtp.c pro
 	   proxy/endpoint.c \
 	   proxy/session.c proxy/listener.c proxy/gen.c proxy/worker.c \
 	   proxy/metrics.c proxy/http.c proxy/health.c proxy/metrics_server.c \
-	   tls/tls.c config/config.c
+	   tls/tls.c tls/ticket.c config/config.c
 MAIN	 = proxy/main.c
 UNIT	 = tests/unit/main.c tests/unit/test_buf.c tests/unit/test_smtp.c \
 	   tests/unit/test_config.c tests/unit/test_tls.c tests/unit/test_iptable.c \

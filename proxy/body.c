@@ -112,14 +112,12 @@ body_scan(struct body *b, const char *in, size_t n, struct buf *out,
 			if (ch != '\r' && ch != '\n') {
 				/* What needs no change is copied at once, whole
 				 * lines included. */
-				run = clean_run(in + i, n - i);
-				if (run > buf_room(out) - SPECIAL_ROOM) {
+				/* Only what fits is scanned: a CR or CRLF at
+				 * the cut waits for the next call. */
+				run = n - i;
+				if (run > buf_room(out) - SPECIAL_ROOM)
 					run = buf_room(out) - SPECIAL_ROOM;
-					/* Never part a CRLF: its LF alone
-					 * would read as a bare LF. */
-					if (run > 0 && in[i + run - 1] == '\r')
-						run--;
-				}
+				run = clean_run(in + i, run);
 				if (run == 0)
 					return (i);
 				emit(b, out, in + i, run);

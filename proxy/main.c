@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "../config/config.h"
+#include "../tls/ticket.h"
 #include "gen.h"
 #include "iptable.h"
 #include "listener.h"
@@ -40,6 +41,7 @@ struct control {
 	struct metrics_view	 view;
 	struct metrics_server	*ms;		/* NULL: metrics off */
 	ev_timer		 sweep;		/* forgets idle addresses */
+	ev_timer		 rotate;	/* new session ticket keys */
 	ev_signal		 sigterm, sigint, sighup;
 };
 
@@ -316,6 +318,17 @@ sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	pthread_mutex_unlock(&ctl->gw.lock);
 }
 
+static void
+rotate_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	(void)loop;
+	(void)t;
+	(void)revents;
+	if (ticket_rotate() == -1)
+		log_msg(LOG_WARN, "cannot make a new session ticket key; the "
+		    "current one stays in use");
+}
+
 /* Run until SIGTERM or SIGINT, then drain. Returns the exit status. */
 static int
 serve(struct control *ctl)
@@ -336,6 +349,9 @@ serve(struct control *ctl)
 	ev_timer_init(&ctl->sweep, sweep_cb, 60.0, 60.0);
 	ctl->sweep.data = ctl;
 	ev_timer_start(loop, &ctl->sweep);
+	ev_timer_init(&ctl->rotate, rotate_cb, TICKET_ROTATE_SECONDS,
+	    TICKET_ROTATE_SECONDS);
+	ev_timer_start(loop, &ctl->rotate);
 
 	if ((lists = new_lists(ctl, ctl->gen, err, sizeof(err))) == NULL) {
 		log_msg(LOG_ERROR, "%s", err);
@@ -365,6 +381,7 @@ serve(struct control *ctl)
 	metrics_server_free(ctl->ms);
 	worker_stop_all(&ctl->gw);
 	ev_timer_stop(loop, &ctl->sweep);
+	ev_timer_stop(loop, &ctl->rotate);
 	ev_signal_stop(loop, &ctl->sigterm);
 	ev_signal_stop(loop, &ctl->sigint);
 	ev_signal_stop(loop, &ctl->sighup);
@@ -420,6 +437,7 @@ main(int argc, char **argv)
 		}
 		printf("%s: ok\n", ctl.path);
 		gen_unref(ctl.gen);
+		ticket_fini();
 		return (0);
 	}
 
@@ -467,6 +485,7 @@ out:
 	free(ctl.gw.workers);
 	iptable_free(ctl.gw.ips);
 	gen_unref(ctl.gen);
+	ticket_fini();
 	ev_loop_destroy(EV_DEFAULT);
 	return (rc);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../config/config.h"
+#include "ticket.h"
 #include "tls.h"
 
 /* The last operation's errno, when OpenSSL reported SSL_ERROR_SYSCALL. */
@@ -171,6 +172,11 @@ ctx_build(const struct config_tls *c, char *const *certs, char *const *keys,
 	 * compacts; released buffers keep idle sessions small. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	ticket_attach(ctx);
+	/* Resumption is by stateless tickets only: a server-side session
+	 * cache is one more lock all workers would share, and a table to
+	 * sweep during handshakes. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	/* A session resumes only where it was verified the same way. */
 	SSL_CTX_set_session_id_context(ctx, v->sid_ctx, v->sid_len);
 	if (v->store != NULL) {

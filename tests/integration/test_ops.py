@@ -189,6 +189,26 @@ class ReloadTest(lib.IntegrationTest):
         be.find_message(mid(m))
         held.close()
 
+    def test_tickets_resume_across_workers_and_reloads(self):
+        be, gw = self.setup_pair(gateway={"workers": "2"})
+        ctx = lib.client_context()
+
+        def connect(session):
+            with socket.create_connection(("127.0.0.1", gw.port("smtps")), timeout=5) as s:
+                with ctx.wrap_socket(s, server_hostname="gw.test", session=session) as t:
+                    t.recv(512)         # the banner; the tickets came before it
+                    return t.session_reused, t.session
+
+        reused, sess = connect(None)
+        self.assertFalse(reused)
+        # Connections spread over both workers: every one resumes.
+        for _ in range(6):
+            reused, sess = connect(sess)
+            self.assertTrue(reused)
+        self.reload(gw, 1)
+        reused, sess = connect(sess)
+        self.assertTrue(reused, "a ticket from before the reload did not resume")
+
     def test_reload_loop_under_load_leaks_no_fds(self):
         be, gw = self.setup_pair(gateway={"workers": "2"})
         pid = gw.proc.pid

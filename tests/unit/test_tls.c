@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../../config/config.h"
+#include "../../tls/ticket.h"
 #include "../../tls/tls.h"
 #include "suites.h"
 
@@ -780,6 +781,54 @@ START_TEST(test_resumption)
 }
 END_TEST
 
+/* One connection to sctx with session h.sess offered (if any): whether it
+ * resumed; h.sess becomes the session it ends with. */
+static int
+connect_once(SSL_CTX *sctx)
+{
+	char buf[16];
+	int reused;
+
+	pair_new(&h.p, sctx, h.cctx);
+	if (h.sess != NULL)
+		ck_assert_int_eq(SSL_set_session(h.p.client, h.sess), 1);
+	ck_assert_int_eq(pair_handshake(&h.p), 0);
+	reused = SSL_session_reused(h.p.server);
+	ck_assert_uint_eq(client_read(&h.p, buf, sizeof(buf)), 0);
+	SSL_SESSION_free(h.sess);
+	ck_assert_ptr_nonnull(h.sess = SSL_get1_session(h.p.client));
+	pair_close(&h.p);
+	pair_free(&h.p);
+	return (reused);
+}
+
+/*
+ * Tickets are sealed with the process's ring (tls/ticket.c), not a key of
+ * each context: one from a context resumes on another built later (a
+ * reload, another worker), also after one rotation; after two it is no
+ * longer accepted and the client gets a full handshake.
+ */
+START_TEST(test_ticket_keys_outlive_contexts)
+{
+	SSL_CTX *before;
+
+	h.cctx = client_ctx(0, _i == 0 ? 0 : TLS1_2_VERSION);
+	before = server_ctx_ec();
+	ck_assert_int_eq(connect_once(before), 0);
+	SSL_CTX_free(before);
+	h.sctx = server_ctx_ec();
+	ck_assert_int_eq(connect_once(h.sctx), 1);
+	ck_assert_int_eq(ticket_rotate(), 0);
+	ck_assert_int_eq(connect_once(h.sctx), 1);
+	/* That resumption brought a ticket under the newest key. */
+	ck_assert_int_eq(ticket_rotate(), 0);
+	ck_assert_int_eq(connect_once(h.sctx), 1);
+	ck_assert_int_eq(ticket_rotate(), 0);
+	ck_assert_int_eq(ticket_rotate(), 0);
+	ck_assert_int_eq(connect_once(h.sctx), 0);
+}
+END_TEST
+
 /* TLS 1.2 renegotiation, from either side, does not happen. */
 START_TEST(test_renegotiation_refused)
 {
@@ -1232,6 +1281,7 @@ tls_suite(void)
 	tcase_add_loop_test(tc, test_ctx_errors, 0,
 	    (int)(sizeof(ctx_error_cases) / sizeof(ctx_error_cases[0])));
 	tcase_add_loop_test(tc, test_resumption, 0, 2);
+	tcase_add_loop_test(tc, test_ticket_keys_outlive_contexts, 0, 2);
 	tcase_add_test(tc, test_renegotiation_refused);
 	tcase_add_loop_test(tc, test_sni, 0, 4 * NSNI);
 	tcase_add_loop_test(tc, test_sni_key_types, 0, 4);
