@@ -731,6 +731,13 @@ session_close(struct session *s, const char *reason)
 {
 	struct worker *w = s->w;
 
+	metrics_session_close(s, reason);
+	ev_timer_stop(w->loop, &s->timer);
+	if (s->ip_counted)
+		worker_ip_release(w, (struct sockaddr *)&s->peer_sa);
+	endpoint_fini(&s->client, w->loop);
+	endpoint_fini(&s->backend, w->loop);
+	/* Logged once its sockets are closed: the line means it is over. */
 	log_msg(LOG_INFO, "session=%llu client=%s%s%s listener=%s%s%s%s%s tls=%s "
 	    "cipher=%s sni=%s client_cert=%s%s%s msgs=%u in=%llu out=%llu "
 	    "duration=%.3fs reason=\"%s\"", (unsigned long long)s->id, s->peer,
@@ -746,12 +753,6 @@ session_close(struct session *s, const char *reason)
 	    (unsigned long long)s->client.bytes_in,
 	    (unsigned long long)s->client.bytes_out,
 	    ev_now(w->loop) - s->started, reason ? reason : "unknown");
-	metrics_session_close(s, reason);
-	ev_timer_stop(w->loop, &s->timer);
-	if (s->ip_counted)
-		worker_ip_release(w, (struct sockaddr *)&s->peer_sa);
-	endpoint_fini(&s->client, w->loop);
-	endpoint_fini(&s->backend, w->loop);
 	free(s->client_cert);
 	if (s->prev != NULL)
 		s->prev->next = s->next;

@@ -482,6 +482,8 @@ class Gateway:
         self.out_path = os.path.join(workdir, name + "-stdout.txt")
         self.proc = None
         self.raw_config = raw_config
+        # A command the gateway runs under (it must exec it in place).
+        self.wrapper = []
         self.write_config()
 
     def port(self, name):
@@ -540,7 +542,8 @@ class Gateway:
         for attempt in range(3):
             self._err = open(self.err_path, "ab")
             self._out = open(self.out_path, "ab")
-            self.proc = subprocess.Popen([binary, "-c", self.config_path], stdout=self._out,
+            self.proc = subprocess.Popen(self.wrapper + [binary, "-c", self.config_path],
+                                         stdout=self._out,
                                          stderr=self._err, stdin=subprocess.DEVNULL, cwd=self.workdir,
                                          preexec_fn=_PDEATHSIG)
             if not wait:

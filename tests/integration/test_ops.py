@@ -336,6 +336,57 @@ class PrivilegeTest(lib.IntegrationTest):
         self.assertRegex(r.stderr.decode(), r"\.ini:\d+: 'no-such-user-here': no such user")
 
 
+# Gives the gateway a /dev/log of the test's own, in a private mount
+# namespace: a fresh /dev with the usual devices, and log pointing at $1.
+PRIVATE_DEV_LOG = r"""
+set -e
+sock=$1; shift
+mount --make-rprivate /
+real=$(dirname "$sock")/realdev
+mkdir -p "$real"
+mount --rbind /dev "$real"
+mount -t tmpfs none /dev
+for f in null zero random urandom full; do ln -s "$real/$f" "/dev/$f"; done
+ln -s "$sock" /dev/log
+exec "$@"
+"""
+
+
+@unittest.skipUnless(os.geteuid() == 0 and lib.has_tool("unshare"),
+                     "needs root and unshare for a private /dev/log")
+class SyslogTest(lib.IntegrationTest):
+
+    def test_lines_go_to_syslog_facility_mail(self):
+        be = self.start_backend()
+        sock_path = os.path.join(self.workdir, "log.sock")
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(sock_path)
+        gw = self.make_gateway(be.addr, gateway={"syslog": "yes", "log_format": "json",
+                                                 "log_level": "info"})
+        gw.wrapper = ["unshare", "-m", "sh", "-c", PRIVATE_DEV_LOG, "sh", sock_path]
+        gw.start()
+        with tls_client(gw) as c:
+            self.assertCode(c.ehlo(), 250)
+            self.assertCode(c.cmd("QUIT"), 221)
+        lines = []
+
+        def session_line():
+            receiver.settimeout(0.2)
+            try:
+                lines.append(receiver.recv(65536).decode())
+            except socket.timeout:
+                pass
+            return any('"reason":"quit"' in x for x in lines)
+        wait_until(session_line, 10, "the session line on syslog")
+        line = next(x for x in lines if '"reason":"quit"' in x)
+        # <22>: facility mail (2), severity info (6); then the tag.
+        self.assertRegex(line, r"^<22>.*smtpgate\[\d+\]: \{")
+        rec = json.loads(line[line.index("{"):])
+        self.assertEqual(rec["listener"], "smtps")
+        self.assertNotIn("reason=", gw.stderr())
+
+
 class JsonLogTest(lib.IntegrationTest):
 
     def test_every_line_is_json_and_the_session_line_has_fields(self):
