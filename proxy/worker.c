@@ -129,7 +129,10 @@ worker_main(void *arg)
 {
 	struct worker *w = arg;
 
-	take_post(w);
+	/* The first post is taken inside the loop: a stop posted before the
+	 * thread ran must reach an ev_break() that ev_run() honours (ev_run
+	 * forgets breaks made before it began). */
+	ev_async_send(w->loop, &w->wake);
 	ev_run(w->loop, 0);
 
 	ev_timer_stop(w->loop, &w->drain_timer);

@@ -924,7 +924,7 @@ class LifecycleTest(lib.IntegrationTest):
     def test_sigterm_idle_exits_zero(self):
         be, gw = self.setup_pair()
         gw.signal(signal.SIGTERM)
-        self.assertEqual(gw.wait_exit(3), 0)
+        self.assertEqual(gw.wait_exit(10), 0)
 
     def test_sigterm_drains_open_session_then_421(self):
         be, gw = self.setup_pair(timeouts={"drain": "3"})

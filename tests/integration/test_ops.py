@@ -259,8 +259,9 @@ class WorkersTest(lib.IntegrationTest):
     def test_workers_are_threads_and_all_serve(self):
         be, gw = self.setup_pair(gateway={"workers": "3"})
         pid = gw.proc.pid
+        # The sockets listen before the threads start: wait for them.
+        gw.wait_log(r"ready: 3 workers", timeout=30)
         self.assertEqual(thread_count(pid), 4)     # the control thread and 3
-        self.assertIn("ready: 3 workers", gw.stderr())
         clients = [tls_client(gw) for _ in range(12)]
         for i, c in enumerate(clients):
             self.assertCode(c.ehlo(), 250)
@@ -269,6 +270,17 @@ class WorkersTest(lib.IntegrationTest):
             be.find_message(mid(m))
         for c in clients:
             c.close()
+
+    def test_sigterm_right_after_start(self):
+        """A stop that reaches the workers before they first ran still
+        ends them (the race is likeliest under valgrind)."""
+        be = self.start_backend()
+        for i in range(5):
+            gw = self.make_gateway(be.addr, gateway={"workers": "4"}, name="gw%d" % i)
+            gw.start(wait=False)
+            gw.wait_log(r"ready: 4 workers", timeout=30)
+            gw.signal(signal.SIGTERM)
+            self.assertEqual(gw.wait_exit(30), 0)
 
     def test_max_connections_counts_every_worker(self):
         be, gw = self.setup_pair(gateway={"workers": "2", "max_connections": "4"})
