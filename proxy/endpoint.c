@@ -12,13 +12,13 @@
 #include "endpoint.h"
 
 void
-endpoint_init(struct endpoint *e, int fd, size_t bufcap,
+endpoint_init(struct endpoint *e, int fd, size_t incap, size_t outcap,
     void (*cb)(struct ev_loop *, ev_io *, int), void *arg)
 {
 	memset(e, 0, sizeof(*e));
 	e->fd = fd;
-	buf_init(&e->in, bufcap);
-	buf_init(&e->out, bufcap);
+	buf_init(&e->in, incap);
+	buf_init(&e->out, outcap);
 	ev_io_init(&e->rio, cb, fd, EV_READ);
 	ev_io_init(&e->wio, cb, fd, EV_WRITE);
 	e->rio.data = e->wio.data = arg;
@@ -84,9 +84,12 @@ endpoint_start_tls(struct endpoint *e, SSL_CTX *ctx, const char *peer_name)
 	if (SSL_set_fd(e->ssl, e->fd) != 1)
 		goto fail;
 	/* Read as much as the socket holds in one read(), not a record
-	 * header and then its body: half the read calls on bulk data. What
-	 * is read ahead is what endpoint_pending() reports. */
+	 * header and then its body. What is read ahead is what
+	 * endpoint_pending() reports. */
 	SSL_set_read_ahead(e->ssl, 1);
+	/* Room for a few records per read (OpenSSL allocates it only while
+	 * bytes wait in it: SSL_MODE_RELEASE_BUFFERS). */
+	SSL_set_default_read_buffer_len(e->ssl, buf_room(&e->in));
 	if (peer_name == NULL) {
 		SSL_set_accept_state(e->ssl);
 	} else {

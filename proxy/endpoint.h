@@ -28,9 +28,9 @@ struct endpoint {
 	char		 error[128];	/* why it failed, for the log */
 };
 
-/* Set up an endpoint around fd (-1: none yet); cb gets both watchers, whose
- * data is set to arg. */
-void	endpoint_init(struct endpoint *e, int fd, size_t bufcap,
+/* Set up an endpoint around fd (-1: none yet) with buffers of at most
+ * incap and outcap bytes; cb gets both watchers, whose data is set to arg. */
+void	endpoint_init(struct endpoint *e, int fd, size_t incap, size_t outcap,
 	    void (*cb)(struct ev_loop *, ev_io *, int), void *arg);
 /* Stop the watchers, free TLS and buffers, close the socket. */
 void	endpoint_fini(struct endpoint *e, struct ev_loop *loop);

@@ -28,7 +28,9 @@
 #include "../../proxy/body.h"
 #include "fuzz.h"
 
-#define CAP		(16 * 1024 + 512)	/* SESSION_BUF in session.c */
+/* SESSION_BUF in session.c; the session's bulk direction has larger
+ * buffers, and smaller ones only mean more backpressure here. */
+#define CAP		(16 * 1024 + 512)
 #define BODY_MAX	(64 * 1024)
 
 struct scan {

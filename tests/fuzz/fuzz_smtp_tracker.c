@@ -86,7 +86,9 @@
 #include "../../proxy/smtp.h"
 #include "fuzz.h"
 
-#define CAP		(16 * 1024 + 512)	/* SESSION_BUF in session.c */
+/* SESSION_BUF in session.c; the session's bulk direction has larger
+ * buffers, and smaller ones only mean more backpressure here. */
+#define CAP		(16 * 1024 + 512)
 #define REPLIES		4608		/* > CAP / 4: the shortest reply is "250\n" */
 #define LINE_MAX_	(CONFIG_MAX_LINE_MAX + 16)
 #define HOSTNAME	"gw.test"
