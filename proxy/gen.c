@@ -129,14 +129,15 @@ gen_has_fd(const struct gen *g, int fd)
 	return (0);
 }
 
-/* Close the sockets g owns that keep is not taking over. */
+/* Give up the sockets g owns: close those keep is not taking over (unless
+ * told not to), and own none. */
 static void
-close_sockets(struct gen *g, const struct gen *keep)
+drop_sockets(struct gen *g, const struct gen *keep, int close_them)
 {
 	int i;
 
 	for (i = 0; g->fds != NULL && i < g->naddrs * g->nworkers; i++) {
-		if (g->fds[i] != -1 && !gen_has_fd(keep, g->fds[i]))
+		if (close_them && g->fds[i] != -1 && !gen_has_fd(keep, g->fds[i]))
 			close(g->fds[i]);
 		g->fds[i] = -1;
 	}
@@ -147,7 +148,7 @@ gen_free(struct gen *g)
 {
 	int i;
 
-	close_sockets(g, NULL);
+	drop_sockets(g, NULL, 1);
 	free(g->fds);
 	for (i = 0; i < CONFIG_MAX_LISTENERS; i++)
 		SSL_CTX_free(g->ctx[i]);
@@ -193,7 +194,7 @@ gen_new(struct config *c, int nworkers, const struct gen *old,
 	}
 	if (nworkers > 0 && gen_sockets(g, old, err, errlen) == -1) {
 		/* Only the sockets bound here are closed, never old's. */
-		close_sockets(g, old);
+		drop_sockets(g, old, 1);
 		goto fail;
 	}
 	return (g);
@@ -204,9 +205,9 @@ fail:
 }
 
 void
-gen_retire(struct gen *old, const struct gen *g)
+gen_retire(struct gen *old, const struct gen *g, int close_them)
 {
-	close_sockets(old, g);
+	drop_sockets(old, g, close_them);
 }
 
 struct gen *

@@ -41,8 +41,10 @@ struct gen {
 struct gen	*gen_new(struct config *c, int nworkers, const struct gen *old,
 		    unsigned number, char *err, size_t errlen);
 /* Once no worker accepts on old any more: close the sockets of old that g
- * did not take over, and leave old owning none. */
-void		 gen_retire(struct gen *old, const struct gen *g);
+ * did not take over, and leave old owning none. close_them 0: close none
+ * (a worker might still use them; they are left open for good). */
+void		 gen_retire(struct gen *old, const struct gen *g,
+		    int close_them);
 struct gen	*gen_ref(struct gen *g);
 /* Drop a reference; the last one frees the generation and closes the
  * sockets it still owns. NULL does nothing. */

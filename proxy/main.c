@@ -262,7 +262,7 @@ reload(struct control *ctl)
 	}
 	if ((lists = new_lists(ctl, g, err, sizeof(err))) == NULL) {
 		log_msg(LOG_ERROR, "%s", err);
-		gen_retire(g, ctl->gen);
+		gen_retire(g, ctl->gen, 1);
 		gen_unref(g);
 		goto fail;
 	}
@@ -274,8 +274,9 @@ reload(struct control *ctl)
 		 * open rather than close one under it. */
 		log_msg(LOG_ERROR, "a worker did not take the new configuration "
 		    "in time; the old sockets stay open");
+		gen_retire(ctl->gen, g, 0);
 	} else {
-		gen_retire(ctl->gen, g);
+		gen_retire(ctl->gen, g, 1);
 	}
 	free(lists);
 	gen_unref(ctl->gen);
