@@ -284,6 +284,9 @@ class WorkersTest(lib.IntegrationTest):
 
     def test_max_connections_counts_every_worker(self):
         be, gw = self.setup_pair(gateway={"workers": "2", "max_connections": "4"})
+        # The readiness probes (one per listener) count until they end.
+        wait_until(lambda: len(re.findall(r' reason="', gw.stderr(limit=10**6))) >=
+                   len(gw.listeners) and open_sessions(gw) == 0, 30, "the probes ended")
         held = [tls_client(gw) for _ in range(4)]
         with SMTPClient(gw.port("submission")) as c:
             self.assertCode(c.reply(), 421)
