@@ -670,6 +670,8 @@ main(int argc, char **argv)
 			break;
 		if (!idle_mode || !ready || released) {
 			if (now >= hard) {
+				/* Counted as errors; the process exits next,
+				 * so their sockets are left to it. */
 				fprintf(stderr, "loadgen: %d sessions did not "
 				    "finish in time\n", active);
 				errors += (unsigned long long)active;
@@ -708,5 +710,12 @@ main(int argc, char **argv)
 	    mb > 0 ? mb / secs : (double)ok / secs,
 	    samples_quantile(&lat, 0.50), samples_quantile(&lat, 0.99), mb,
 	    resumed, body_hash, body_len);
+	while (ntickets > 0)
+		SSL_SESSION_free(tickets[--ntickets]);
+	SSL_CTX_free(ctx);
+	close(epfd);
+	free(held_conns);
+	free(lat.v);
+	free(wire);
 	return (errors > 0 ? 3 : 0);
 }

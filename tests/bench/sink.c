@@ -40,6 +40,7 @@
 enum phase { PHASE_CMD, PHASE_DATA, PHASE_BDAT };
 
 struct conn {
+	struct conn	*prev, *next;	/* all open connections, for exit */
 	int		 fd;
 	enum phase	 phase;
 	int		 body_start;	/* no byte of this DATA body seen yet */
@@ -53,6 +54,7 @@ struct conn {
 	char		 out[OUT_CAP];
 };
 
+static struct conn *conns;
 static FILE	*hash_log;
 static int	 epfd;
 static volatile sig_atomic_t stopping;
@@ -259,6 +261,12 @@ conn_flush(struct conn *c)
 static void
 conn_free(struct conn *c)
 {
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
 	close(c->fd);
 	EVP_MD_CTX_free(c->md);
 	free(c);
@@ -330,9 +338,11 @@ accept_all(int lfd)
 			continue;
 		}
 		c->fd = fd;
+		if ((c->next = conns) != NULL)
+			conns->prev = c;
+		conns = c;
 		if (hash_log != NULL && (c->md = EVP_MD_CTX_new()) == NULL) {
-			free(c);
-			close(fd);
+			conn_free(c);
 			continue;
 		}
 		reply(c, "220 sink ESMTP\r\n");
@@ -396,7 +406,12 @@ main(int argc, char **argv)
 				conn_event(evs[i].data.ptr);
 		}
 	}
-	/* Open connections are the kernel's to close: we exit. */
+	while (conns != NULL)
+		conn_free(conns);
+	close(epfd);
+	close(lfd);
+	if (hash_log != NULL)
+		fclose(hash_log);
 	return (0);
 usage:
 	fprintf(stderr, "usage: sink -l ADDR:PORT [-H hashes.log]\n");
