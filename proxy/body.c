@@ -111,9 +111,9 @@ body_scan(struct body *b, const char *in, size_t n, struct buf *out,
 		case BODY_TEXT:
 			if (ch != '\r' && ch != '\n') {
 				/* What needs no change is copied at once, whole
-				 * lines included. */
-				/* Only what fits is scanned: a CR or CRLF at
-				 * the cut waits for the next call. */
+				 * lines included. Only what fits is scanned: a
+				 * CR or CRLF at the cut waits for the next
+				 * call. */
 				run = n - i;
 				if (run > buf_room(out) - SPECIAL_ROOM)
 					run = buf_room(out) - SPECIAL_ROOM;

@@ -141,47 +141,61 @@ worker_main(void *arg)
 	return (NULL);
 }
 
-int
-worker_start_all(struct gateway *gw, struct gen *g, struct listener **lists)
+/* Workers from on were set up but never ran: free their posts and loops;
+ * only the first from count. */
+static void
+unstarted(struct gateway *gw, int from)
 {
-	sigset_t all, old;
 	struct worker *w;
-	int i, e = 0, n = gw->nworkers;
+	int i;
 
-	for (i = 0; i < n; i++) {
-		w = &gw->workers[i];
-		if ((w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK)) ==
-		    NULL) {
-			errno = ENOMEM;
-			return (-1);
-		}
-		ev_async_init(&w->wake, wake_cb);
-		w->wake.data = w;
-		ev_async_start(w->loop, &w->wake);
-		ev_init(&w->drain_timer, drain_cb);
-		w->post_listeners = lists[i];
-		w->post_gen = gen_ref(g);
-	}
-	/* Signals belong to the control thread: the workers start with all
-	 * of them blocked. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	for (i = 0; i < n; i++) {
-		w = &gw->workers[i];
-		if ((e = pthread_create(&w->thread, NULL, worker_main, w)) != 0)
-			break;
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (i == gw->nworkers)
-		return (0);
-	/* Only the first i run; the others' posts were never taken. */
-	for (gw->nworkers = i; i < n; i++) {
+	for (i = from; i < gw->nworkers; i++) {
 		w = &gw->workers[i];
 		listener_free_list(w->post_listeners);
 		gen_unref(w->post_gen);
 		w->post_listeners = NULL;
 		w->post_gen = NULL;
+		if (w->loop != NULL)
+			ev_loop_destroy(w->loop);
+		w->loop = NULL;
 	}
+	gw->nworkers = from;
+}
+
+int
+worker_start_all(struct gateway *gw, struct gen *g, struct listener **lists)
+{
+	sigset_t all, old;
+	struct worker *w;
+	int i, e = ENOMEM, started = 0;
+
+	for (i = 0; i < gw->nworkers; i++) {
+		gw->workers[i].post_listeners = lists[i];
+		gw->workers[i].post_gen = gen_ref(g);
+	}
+	for (i = 0; i < gw->nworkers; i++) {
+		w = &gw->workers[i];
+		if ((w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK)) ==
+		    NULL)
+			goto fail;
+		ev_async_init(&w->wake, wake_cb);
+		w->wake.data = w;
+		ev_async_start(w->loop, &w->wake);
+		ev_init(&w->drain_timer, drain_cb);
+	}
+	/* Signals belong to the control thread: the workers start with all
+	 * of them blocked. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (; started < gw->nworkers; started++)
+		if ((e = pthread_create(&gw->workers[started].thread, NULL,
+		    worker_main, &gw->workers[started])) != 0)
+			break;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (started == gw->nworkers)
+		return (0);
+fail:
+	unstarted(gw, started);
 	errno = e;
 	return (-1);
 }

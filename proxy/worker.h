@@ -54,7 +54,9 @@ struct worker {
 };
 
 /* Set up and start the worker threads, serving generation g with lists[i]
- * for worker i (see listener_new_list). Returns 0, or -1 with errno set. */
+ * for worker i (see listener_new_list; the workers take them over, also on
+ * failure). Returns 0, or -1 with errno set and gw->nworkers lowered to
+ * the threads that do run. */
 int	worker_start_all(struct gateway *gw, struct gen *g,
 	    struct listener **lists);
 /* Hand every worker a new generation and its listeners (lists[i] for
