@@ -117,6 +117,7 @@ http_respond(struct http_conn *c, int status, const char *ctype,
 	c->outlen = (size_t)n + len;
 	/* The reader is done; the same deadline now bounds the write. */
 	ev_io_stop(srv->loop, &c->rio);
+	ev_timer_stop(srv->loop, &c->timer);
 	ev_timer_set(&c->timer, HTTP_TIMEOUT, 0.0);
 	ev_timer_start(srv->loop, &c->timer);
 	ev_io_start(srv->loop, &c->wio);
@@ -225,7 +226,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	if (errno == EMFILE || errno == ENFILE) {
 		/* Level-triggered: a connection we cannot take would spin the
-		 * loop the SMTP sessions share. Pause a moment. */
+		 * control loop (signals, reloads). Pause a moment. */
 		ev_io_stop(loop, &srv->io);
 		ev_timer_set(&srv->retry, 1.0, 0.0);
 		ev_timer_start(loop, &srv->retry);

@@ -92,6 +92,9 @@ names_slot(struct names *t, const char *name)
 	n = atomic_load_explicit(&t->n, memory_order_acquire);
 	if ((i = names_find(t, n, name)) != -1)
 		return (i);
+	/* Once the table is full, an unknown name costs no lock. */
+	if (n == METRICS_SLOTS - 1)
+		return (METRICS_SLOTS - 1);
 	pthread_mutex_lock(&t->lock);
 	n = atomic_load_explicit(&t->n, memory_order_relaxed);
 	if ((i = names_find(t, n, name)) == -1) {
@@ -267,7 +270,6 @@ metrics_connect_end(struct session *s, int ok)
 	for (i = 0; i < METRICS_BUCKETS && d > buckets[i]; i++)
 		;
 	metrics_add(&b->buckets[i], 1);
-	metrics_add(&b->count, 1);
 	metrics_add(&b->sum_ns, (uint64_t)(d * 1e9));
 }
 
@@ -487,6 +489,24 @@ sum_b(struct worker *const *ws, int n, int slot, size_t off)
 	return (t);
 }
 
+/* Sessions open on listener slot now. Opened and closed are read at
+ * different moments (and written with relaxed stores), so a session that
+ * opened and closed in between could make a worker's difference negative:
+ * closed is read first and the difference kept at 0 or more. */
+static uint64_t
+open_sessions(struct worker *const *ws, int n, int slot)
+{
+	uint64_t t = 0, opened, closed;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		closed = ld(&ws[i]->metrics.listeners[slot].closed);
+		opened = ld(&ws[i]->metrics.listeners[slot].opened);
+		t += opened > closed ? opened - closed : 0;
+	}
+	return (t);
+}
+
 #define LOFF(f)	offsetof(struct metrics_listener, f)
 #define BOFF(f)	offsetof(struct metrics_backend, f)
 
@@ -624,9 +644,9 @@ backend_histograms(struct out *o, struct worker *const *ws, int n,
 		out_printf(o, "smtpgate_backend_connect_seconds_sum{backend="
 		    "\"%s\"} %.9f\n", e, (double)sum_b(ws, n, s, BOFF(sum_ns)) /
 		    1e9);
+		/* The count is the +Inf bucket: from the same reads. */
 		out_printf(o, "smtpgate_backend_connect_seconds_count{backend="
-		    "\"%s\"} %llu\n", e,
-		    (unsigned long long)sum_b(ws, n, s, BOFF(count)));
+		    "\"%s\"} %llu\n", e, (unsigned long long)cum);
 	}
 	family(o, "smtpgate_backend_connect_failures_total", "counter",
 	    "Backend connects that failed or timed out.");
@@ -672,10 +692,11 @@ metrics_render(struct worker *const *ws, int n, const char *version,
 	    "Client sessions open now.");
 	for (s = 0; s < nl; s++)
 		out_printf(&o, "smtpgate_connections_open{listener=\"%s\"} %llu\n",
-		    esc(lnames[s], e, sizeof(e)), (unsigned long long)
-		    (sum_l(ws, n, s, LOFF(opened)) - sum_l(ws, n, s, LOFF(closed))));
+		    esc(lnames[s], e, sizeof(e)),
+		    (unsigned long long)open_sessions(ws, n, s));
 	family(&o, "smtpgate_connections_refused_total", "counter",
-	    "Client connections refused over a limit, with a 421.");
+	    "Client connections refused over a limit (with a 421) or from "
+	    "outside trusted_proxies.");
 	per_listener_enum(&o, ws, n, lnames, nl,
 	    "smtpgate_connections_refused_total", "reason",
 	    metrics_refusal_names, METRICS_REFUSED_MAX, LOFF(refused));

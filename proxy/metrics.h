@@ -92,7 +92,7 @@ struct metrics_listener {
 /* One backend's connects in one worker; buckets are not cumulative. */
 struct metrics_backend {
 	_Atomic uint64_t	 buckets[METRICS_BUCKETS + 1];	/* last: +Inf */
-	_Atomic uint64_t	 count, sum_ns, failures;
+	_Atomic uint64_t	 sum_ns, failures;
 };
 
 /* A TLS version and cipher pair this worker has seen: written once, before

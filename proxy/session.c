@@ -199,7 +199,8 @@ backend_connect(struct session *s)
 			else
 				((struct sockaddr_in6 *)&ss)->sin6_port =
 				    htons((uint16_t)port);
-			snprintf(s->upstream, sizeof(s->upstream), "%s:%ld",
+			/* The same text the backend's metrics are kept under. */
+			metrics_upstream_text(s->upstream, sizeof(s->upstream),
 			    u->host, port);
 		} else {
 			memcpy(&ss, &s->l->backend->ss, sizeof(ss));

@@ -163,8 +163,6 @@ START_TEST(test_histogram)
 	metrics_add(&b0->buckets[0], 2);		/* <= 0.0001 s */
 	metrics_add(&b1->buckets[3], 1);		/* <= 0.001 s */
 	metrics_add(&b1->buckets[METRICS_BUCKETS], 1);	/* > 10 s */
-	metrics_add(&b0->count, 2);
-	metrics_add(&b1->count, 2);
 	metrics_add(&b0->sum_ns, 1500000000);
 	metrics_add(&b1->sum_ns, 500000000);
 
@@ -183,6 +181,23 @@ START_TEST(test_histogram)
 	    "\"[2001:db8::1]:25\"} 4");
 	has_line(text, "smtpgate_backend_connect_seconds_sum{backend="
 	    "\"[2001:db8::1]:25\"} 2.000000000");
+	free(text);
+}
+END_TEST
+
+/* A scrape between a session's open and close counts, on another worker,
+ * can see more closed than opened: the gauge stays at 0, never wraps. */
+START_TEST(test_open_gauge_never_wraps)
+{
+	int l = metrics_listener_slot("gauge");
+	char *text;
+
+	metrics_add(&ws[0]->metrics.listeners[l].opened, 1);
+	metrics_add(&ws[0]->metrics.listeners[l].closed, 2);
+	metrics_add(&ws[1]->metrics.listeners[l].opened, 3);
+	metrics_add(&ws[1]->metrics.listeners[l].closed, 1);
+	text = render(2);
+	has_line(text, "smtpgate_connections_open{listener=\"gauge\"} 2");
 	free(text);
 }
 END_TEST
@@ -324,6 +339,7 @@ metrics_suite(void)
 	tcase_add_test(tc, test_reloads);
 	tcase_add_test(tc, test_tls_kinds_merge);
 	tcase_add_test(tc, test_histogram);
+	tcase_add_test(tc, test_open_gauge_never_wraps);
 	tcase_add_test(tc, test_label_escaping);
 	tcase_add_test(tc, test_slots_stable);
 	tcase_add_test(tc, test_end_reasons);
