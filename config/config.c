@@ -503,7 +503,9 @@ set_account(struct config *c, void *dst, const char *v, const void *arg)
 		    group ? "group" : "user");
 		return (-1);
 	}
-	if (!group)
+	if (group)
+		c->group_line = c->lineno;
+	else
 		c->user_line = c->lineno;
 	return (set_string(c, dst, v, NULL));
 }
@@ -951,12 +953,17 @@ validate(struct config *c)
 {
 	struct config_listener *l;
 	struct config_upstream *u;
+	const struct passwd *pw;
 	int i, tls_needed = 0;
 
 	for (i = 0; i < c->nupstreams; i++)
 		validate_upstream(c, &c->upstreams[i]);
 	if (c->group != NULL && c->user == NULL)
-		config_error(c, 0, "group needs user in [gateway]");
+		config_error(c, c->group_line, "group needs user in [gateway]");
+	if (c->user != NULL && (pw = getpwnam(c->user)) != NULL &&
+	    pw->pw_uid == 0 && !c->allow_root)
+		config_error(c, c->user_line, "user = %s is root: serving as "
+		    "root needs allow_root = yes", c->user);
 	for (i = 0; i < c->nsni; i++)
 		validate_sni(c, &c->sni[i]);
 	if (c->nlisteners == 0)

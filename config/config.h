@@ -141,7 +141,7 @@ struct config {
 	char			*user;		/* drop to it after start-up */
 	char			*group;		/* NULL: the user's group */
 	int			 allow_root;	/* may serve as root */
-	int			 user_line;
+	int			 user_line, group_line;
 	struct config_tls	 tls;
 	struct config_sni	 sni[CONFIG_MAX_SNI];
 	int			 nsni;

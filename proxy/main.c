@@ -125,10 +125,14 @@ drop_privileges(const struct config *c, char *err, size_t errlen)
 		}
 		return (0);
 	}
-	if ((pw = getpwnam(c->user)) == NULL ||
-	    (c->group != NULL && (gr = getgrnam(c->group)) == NULL)) {
-		snprintf(err, errlen, "%s:%d: user %s or group %s: not found",
-		    c->file, c->user_line, c->user, c->group ? c->group : "-");
+	if ((pw = getpwnam(c->user)) == NULL) {
+		snprintf(err, errlen, "%s:%d: user %s: not found", c->file,
+		    c->user_line, c->user);
+		return (-1);
+	}
+	if (c->group != NULL && (gr = getgrnam(c->group)) == NULL) {
+		snprintf(err, errlen, "%s:%d: group %s: not found", c->file,
+		    c->group_line, c->group);
 		return (-1);
 	}
 	gid = gr != NULL ? gr->gr_gid : pw->pw_gid;

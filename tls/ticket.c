@@ -112,7 +112,7 @@ ticket_attach(SSL_CTX *ctx)
 
 	pthread_once(&once, first_key);
 	pthread_rwlock_rdlock(&lock);
-	ready = nkeys > 0;
+	ready = aes != NULL && nkeys > 0;
 	pthread_rwlock_unlock(&lock);
 	/* Without a key (no randomness, no AES), OpenSSL's own per-context
 	 * keys still work, only not across workers' reloads. */

@@ -128,6 +128,9 @@ sni_cb(SSL *ssl, int *alert, void *arg)
 		return (SSL_TLSEXT_ERR_NOACK);
 	for (i = 0; i <= len; i++)
 		name[i] = (char)tolower((unsigned char)sn[i]);
+	/* "mail.a.org." is mail.a.org: some clients send the root's dot. */
+	if (len > 1 && name[len - 1] == '.')
+		name[--len] = '\0';
 	/* The wildcard takes the place of the first label, which must not be
 	 * empty: "a.b.org" looks for "*.b.org". */
 	if ((ctx = sni_lookup(t, name)) == NULL &&
@@ -240,19 +243,23 @@ fail_msg:
 /*
  * Read client_ca into v and choose the session id context. Listeners
  * without verification share "smtpgate"; each verifying listener gets a
- * digest of its name and setting, so a session verified (or not) on one
- * listener never resumes on another (RFC 5246 section F.1.4). Returns 0,
- * or -1 with a message in err.
+ * digest of its name, its setting and the CA certificates it trusts, so a
+ * session verified (or not) on one listener never resumes on another (RFC
+ * 5246 section F.1.4), nor after a reload changed whom it trusts (the
+ * ticket keys outlive reloads). Returns 0, or -1 with a message in err.
  */
 static int
 verify_init(struct verify *v, const struct config_listener *l, char *err,
     size_t errlen)
 {
 	static const char plain[] = "smtpgate";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned mdlen;
+	unsigned char md[EVP_MAX_MD_SIZE], cmd[EVP_MAX_MD_SIZE];
+	STACK_OF(X509_OBJECT) *objs;
+	unsigned mdlen, cmdlen;
+	EVP_MD_CTX *dctx = NULL;
+	X509 *x;
 	char id[128], e[256];
-	int n;
+	int n, i, ok;
 
 	memset(v, 0, sizeof(*v));
 	if (l == NULL || l->verify_client == CONFIG_VERIFY_NONE) {
@@ -265,14 +272,10 @@ verify_init(struct verify *v, const struct config_listener *l, char *err,
 	n = snprintf(id, sizeof(id), "smtpgate:%d:%s", l->verify_client,
 	    l->name);
 	ERR_clear_error();
-	if (EVP_Digest(id, (size_t)n, md, &mdlen, EVP_sha256(), NULL) != 1 ||
-	    (v->store = X509_STORE_new()) == NULL) {
+	if ((v->store = X509_STORE_new()) == NULL) {
 		snprintf(err, errlen, "%s", tls_error(e, sizeof(e)));
 		return (-1);
 	}
-	memcpy(v->sid_ctx, md, mdlen < sizeof(v->sid_ctx) ? mdlen :
-	    sizeof(v->sid_ctx));
-	v->sid_len = mdlen < sizeof(v->sid_ctx) ? mdlen : sizeof(v->sid_ctx);
 	if (X509_STORE_load_file(v->store, l->client_ca) != 1 ||
 	    (v->names = SSL_load_client_CA_file(l->client_ca)) == NULL) {
 		snprintf(err, errlen, "client_ca %s: %s", l->client_ca,
@@ -281,6 +284,24 @@ verify_init(struct verify *v, const struct config_listener *l, char *err,
 		ERR_clear_error();
 		return (-1);
 	}
+	ok = (dctx = EVP_MD_CTX_new()) != NULL &&
+	    EVP_DigestInit_ex(dctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(dctx, id, (size_t)n) == 1;
+	objs = X509_STORE_get0_objects(v->store);
+	for (i = 0; ok && i < sk_X509_OBJECT_num(objs); i++)
+		if ((x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i))) !=
+		    NULL)
+			ok = X509_digest(x, EVP_sha256(), cmd, &cmdlen) == 1 &&
+			    EVP_DigestUpdate(dctx, cmd, cmdlen) == 1;
+	ok = ok && EVP_DigestFinal_ex(dctx, md, &mdlen) == 1;
+	EVP_MD_CTX_free(dctx);
+	if (!ok) {
+		snprintf(err, errlen, "%s", tls_error(e, sizeof(e)));
+		return (-1);
+	}
+	memcpy(v->sid_ctx, md, mdlen < sizeof(v->sid_ctx) ? mdlen :
+	    sizeof(v->sid_ctx));
+	v->sid_len = mdlen < sizeof(v->sid_ctx) ? mdlen : sizeof(v->sid_ctx);
 	return (0);
 }
 

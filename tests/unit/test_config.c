@@ -679,7 +679,9 @@ static const struct bad_case {
 	{ "unknown group", GATEWAY "user = nobody\ngroup = no-such-group-x\n"
 	    TLS LISTENER, 1, "test.ini:4: ", "'no-such-group-x': no such group" },
 	{ "group without user", GATEWAY "group = nogroup\n" TLS LISTENER, 1,
-	    "test.ini: ", "group needs user" },
+	    "test.ini:3: ", "group needs user" },
+	{ "user root without allow_root", GATEWAY "user = root\n" TLS LISTENER,
+	    1, "test.ini:3: ", "serving as root needs allow_root = yes" },
 	{ "bad log format", GATEWAY "log_format = xml\n" TLS LISTENER, 1,
 	    "test.ini:3: ", "'xml': expected text | json" },
 	{ "tls section without names", GATEWAY TLS LISTENER "[tls:a]\n"

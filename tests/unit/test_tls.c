@@ -989,6 +989,9 @@ static const struct sni_case {
 	{ ".b.org", S_DEFAULT },
 	{ "a.org", S_DEFAULT },
 	{ "mail.a.org.example", S_DEFAULT },
+	{ "mail.a.org.", S_EXACT },	/* the root's dot is no label */
+	{ "x.b.org.", S_WILD },
+	{ ".", S_DEFAULT },
 	{ "unknown.example", S_DEFAULT },
 	{ "x.0.0.1", S_WILD },		/* a name, so *.0.0.1 matches... */
 	{ "127.0.0.1", S_DEFAULT },	/* ...but an address is no name */
@@ -1216,6 +1219,30 @@ START_TEST(test_ctxs_per_listener)
 }
 END_TEST
 
+/*
+ * Ticket keys outlive a reload, so whom a listener trusts is part of its
+ * session id context: a session resumes on the listener rebuilt with the
+ * same client_ca, not on one that trusts another CA.
+ */
+START_TEST(test_new_client_ca_no_resumption)
+{
+	sni_config(F_EC2_KEY, F_CA_CRT);
+	h.cctx = client_ctx_with(0, 0, NULL);
+	h.sctx = listener_ctx(L_OPT);
+	ck_assert_int_eq(connect_once(h.sctx), 0);
+	SSL_CTX_free(h.sctx);
+	h.sctx = listener_ctx(L_OPT);
+	ck_assert_int_eq(connect_once(h.sctx), 1);
+	SSL_CTX_free(h.sctx);
+	h.sctx = NULL;
+	config_free(h.conf);
+	h.conf = NULL;
+	sni_config(F_EC2_KEY, F_EC_CRT);
+	h.sctx = listener_ctx(L_OPT);
+	ck_assert_int_eq(connect_once(h.sctx), 0);
+}
+END_TEST
+
 /* What cannot be built says FILE:LINE of the section or key to fix. */
 static const struct sni_error_case {
 	enum file	 exact_ec_key, ca;
@@ -1289,6 +1316,7 @@ tls_suite(void)
 	tcase_add_loop_test(tc, test_client_cert_resumption, 0, 2);
 	tcase_add_loop_test(tc, test_ctx_outlives_reference, 0, 2);
 	tcase_add_test(tc, test_ctxs_per_listener);
+	tcase_add_test(tc, test_new_client_ca_no_resumption);
 	tcase_add_loop_test(tc, test_sni_ctx_errors, 0,
 	    (int)(sizeof(sni_error_cases) / sizeof(sni_error_cases[0])));
 	suite_add_tcase(s, tc);
