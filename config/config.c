@@ -115,6 +115,7 @@ set_address(struct config *c, void *dst, const char *v, const void *arg)
 	memcpy(&a->ss, res->ai_addr, res->ai_addrlen);
 	a->len = res->ai_addrlen;
 	snprintf(a->text, sizeof(a->text), "%s", v);
+	a->line = c->lineno;
 	freeaddrinfo(res);
 	return (0);
 }
@@ -954,12 +955,21 @@ validate(struct config *c)
 	struct config_listener *l;
 	struct config_upstream *u;
 	const struct passwd *pw;
-	int i, tls_needed = 0;
+	int i, j, tls_needed = 0;
 
 	for (i = 0; i < c->nupstreams; i++)
 		validate_upstream(c, &c->upstreams[i]);
 	if (c->group != NULL && c->user == NULL)
 		config_error(c, c->group_line, "group needs user in [gateway]");
+	/* -t binds nothing: catch here what would only fail at start-up. */
+	for (i = 0; c->metrics.len != 0 && i < c->nlisteners; i++)
+		for (j = 0; j < c->listeners[i].naddrs; j++)
+			if (c->listeners[i].addrs[j].len == c->metrics.len &&
+			    memcmp(&c->listeners[i].addrs[j].ss, &c->metrics.ss,
+			    c->metrics.len) == 0)
+				config_error(c, c->metrics.line, "metrics %s is "
+				    "also listener '%s''s address",
+				    c->metrics.text, c->listeners[i].name);
 	if (c->user != NULL && (pw = getpwnam(c->user)) != NULL &&
 	    pw->pw_uid == 0 && !c->allow_root)
 		config_error(c, c->user_line, "user = %s is root: serving as "
@@ -1095,6 +1105,19 @@ config_load_string(const char *text, const char *name)
 
 	src.s = text;
 	return (load(&src, name));
+}
+
+socklen_t
+config_upstream_addr(const struct config_upstream *u, long port,
+    struct sockaddr_storage *ss_r)
+{
+	/* The host was resolved without a port (set_host). */
+	memcpy(ss_r, &u->addr.ss, sizeof(*ss_r));
+	if (ss_r->ss_family == AF_INET)
+		((struct sockaddr_in *)ss_r)->sin_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in6 *)ss_r)->sin6_port = htons((uint16_t)port);
+	return (u->addr.len);
 }
 
 int

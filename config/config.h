@@ -24,6 +24,7 @@ struct config_addr {
 	struct sockaddr_storage	 ss;
 	socklen_t		 len;
 	char			 text[300];	/* as written in the file */
+	int			 line;		/* where */
 };
 
 enum config_mode { CONFIG_MODE_NONE, CONFIG_MODE_IMPLICIT, CONFIG_MODE_STARTTLS,
@@ -166,6 +167,10 @@ struct config	*config_load(const char *path);
 /* The same over a string; name stands for the file in messages. */
 struct config	*config_load_string(const char *text, const char *name);
 void		 config_free(struct config *c);
+/* The address of upstream u on port: returns its length, the address in
+ * *ss_r. */
+socklen_t	 config_upstream_addr(const struct config_upstream *u, long port,
+		    struct sockaddr_storage *ss_r);
 /* Whether sa lies in one of the n networks. An IPv4-mapped IPv6 address
  * matches as IPv4. */
 int		 config_cidr_match(const struct config_cidr *nets, int n,

@@ -38,29 +38,26 @@ struct health {
 	char			 body[4096];
 };
 
-/* Add a target unless it is there already. */
+/* Add a target unless it is there already: a backend a, or (a NULL) the
+ * first port of upstream u. */
 static void
-target(struct health *h, const struct config_addr *a, long port,
-    const char *host)
+target(struct health *h, const struct config_addr *a,
+    const struct config_upstream *u)
 {
 	struct probe *p = &h->probes[h->nprobes];
 	int i;
 
 	if (h->nprobes == HEALTH_TARGETS)
 		return;
-	memcpy(&p->ss, &a->ss, sizeof(p->ss));
-	p->len = a->len;
-	if (host != NULL) {
-		/* An upstream's address was resolved without a port. */
-		if (p->ss.ss_family == AF_INET)
-			((struct sockaddr_in *)&p->ss)->sin_port =
-			    htons((uint16_t)port);
-		else
-			((struct sockaddr_in6 *)&p->ss)->sin6_port =
-			    htons((uint16_t)port);
-		metrics_upstream_text(p->text, sizeof(p->text), host, port);
-	} else
+	if (a == NULL) {
+		p->len = config_upstream_addr(u, u->ports[0], &p->ss);
+		metrics_upstream_text(p->text, sizeof(p->text), u->host,
+		    u->ports[0]);
+	} else {
+		memcpy(&p->ss, &a->ss, sizeof(p->ss));
+		p->len = a->len;
 		snprintf(p->text, sizeof(p->text), "%s", a->text);
+	}
 	for (i = 0; i < h->nprobes; i++)
 		if (h->probes[i].len == p->len &&
 		    memcmp(&h->probes[i].ss, &p->ss, p->len) == 0)
@@ -138,7 +135,6 @@ static void
 round_start(struct health *h, const struct config *conf)
 {
 	const struct config_listener *cl;
-	const struct config_upstream *u;
 	struct probe *p;
 	int i;
 
@@ -147,11 +143,10 @@ round_start(struct health *h, const struct config *conf)
 		cl = &conf->listeners[i];
 		if (cl->mode != CONFIG_MODE_EGRESS) {
 			target(h, cl->backend.len ? &cl->backend : &conf->backend,
-			    0, NULL);
+			    NULL);
 			continue;
 		}
-		u = &conf->upstreams[cl->upstream];
-		target(h, &u->addr, u->ports[0], u->host);
+		target(h, NULL, &conf->upstreams[cl->upstream]);
 	}
 	h->pending = 0;
 	for (i = 0; i < h->nprobes; i++) {

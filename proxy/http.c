@@ -158,10 +158,28 @@ request(struct http_conn *c)
 	c->srv->fn(c->srv->arg, c, c->req, sp1 + 1);
 }
 
+/* Whether p[0..len) holds an empty line at or after from: LF, then LF
+ * or CRLF (a request head ends there; lines may end in LF alone). */
+static int
+head_ends(const char *p, size_t from, size_t len)
+{
+	const char *lf = p + from, *end = p + len;
+
+	while ((lf = memchr(lf, '\n', (size_t)(end - lf))) != NULL) {
+		lf++;
+		if (lf < end && *lf == '\r')
+			lf++;
+		if (lf < end && *lf == '\n')
+			return (1);
+	}
+	return (0);
+}
+
 static void
 read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct http_conn *c = w->data;
+	size_t from;
 	ssize_t n;
 
 	(void)loop;
@@ -173,13 +191,15 @@ read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_free(c);
 		return;
 	}
+	from = c->reqlen;
 	c->reqlen += (size_t)n;
 	c->req[c->reqlen] = '\0';
-	if (memchr(c->req, '\0', c->reqlen) != NULL) {
+	if (memchr(c->req + from, '\0', (size_t)n) != NULL) {
 		reply_text(c, 400, "bad request\n");
 		return;
 	}
-	if (strstr(c->req, "\r\n\r\n") != NULL || strstr(c->req, "\n\n") != NULL) {
+	/* Only the new bytes, and the two before them, can end the head. */
+	if (head_ends(c->req, from > 2 ? from - 2 : 0, c->reqlen)) {
 		request(c);
 		return;
 	}

@@ -191,14 +191,7 @@ backend_connect(struct session *s)
 		if (u != NULL) {
 			long port = u->ports[port_index(s)];
 
-			memcpy(&ss, &u->addr.ss, sizeof(ss));
-			len = u->addr.len;
-			if (ss.ss_family == AF_INET)
-				((struct sockaddr_in *)&ss)->sin_port =
-				    htons((uint16_t)port);
-			else
-				((struct sockaddr_in6 *)&ss)->sin6_port =
-				    htons((uint16_t)port);
+			len = config_upstream_addr(u, port, &ss);
 			/* The same text the backend's metrics are kept under. */
 			metrics_upstream_text(s->upstream, sizeof(s->upstream),
 			    u->host, port);

@@ -234,7 +234,10 @@ ctx_build(const struct config_tls *c, char *const *certs, char *const *keys,
 	return (ctx);
 
 fail:
-	snprintf(err, errlen, "%s", tls_error(e, sizeof(e)));
+	/* tls_error() falls back on the last I/O error, which a context
+	 * build has nothing to do with. */
+	snprintf(err, errlen, "%s", ERR_peek_error() != 0 ?
+	    tls_error(e, sizeof(e)) : "out of memory");
 fail_msg:
 	SSL_CTX_free(ctx);
 	return (NULL);

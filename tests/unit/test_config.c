@@ -680,6 +680,9 @@ static const struct bad_case {
 	    TLS LISTENER, 1, "test.ini:4: ", "'no-such-group-x': no such group" },
 	{ "group without user", GATEWAY "group = nogroup\n" TLS LISTENER, 1,
 	    "test.ini:3: ", "group needs user" },
+	{ "metrics on a listener's address", GATEWAY
+	    "metrics = 127.0.0.1:2525\n" TLS LISTENER, 1, "test.ini:3: ",
+	    "metrics 127.0.0.1:2525 is also listener 'a''s address" },
 	{ "user root without allow_root", GATEWAY "user = root\n" TLS LISTENER,
 	    1, "test.ini:3: ", "serving as root needs allow_root = yes" },
 	{ "bad log format", GATEWAY "log_format = xml\n" TLS LISTENER, 1,
