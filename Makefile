@@ -96,8 +96,10 @@ check-valgrind: deps-test
 	rm -rf build/valgrind && mkdir -p build/valgrind
 	VALGRIND_LOGS=$(CURDIR)/build/valgrind SKIP_50MB=1 \
 	    SMTPGATE_BIN=tests/valgrind-smtpgate python3 tests/integration/run.py
-	@if [ -n "$$(find build/valgrind -name '*.log' -size +0)" ]; then \
-	    cat build/valgrind/*.log; echo "valgrind reported errors"; exit 1; fi
+	@bad=$$(find build/valgrind -name '*.log' -size +0); \
+	if [ -n "$$bad" ]; then for f in $$bad; do \
+	    echo "== $$(cat $${f%.log}.cmd 2>/dev/null)"; cat $$f; done; \
+	    echo "valgrind reported errors"; exit 1; fi
 
 # The images and the compose example (docker/), built and run with podman:
 # needs root. Not part of `make check`; CI runs it as its own step.

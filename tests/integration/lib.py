@@ -602,6 +602,7 @@ class Gateway:
         if self.proc is None:
             return None
         died = self.proc.poll()
+        pid = self.proc.pid
         if timeout is None:
             timeout = float(self.timeout_opts.get("drain", 2)) + 5
         rc = _stop_process(self.proc, timeout)
@@ -611,6 +612,9 @@ class Gateway:
         if died is not None and died < 0:
             problems.append("gateway died on its own with signal %d" % -died)
         text = self.stderr(limit=200000)
+        if rc == 99 and os.environ.get("VALGRIND_LOGS"):
+            # tests/valgrind-smtpgate's exit code for a valgrind report
+            problems.append("valgrind report in %s/%d.log" % (os.environ["VALGRIND_LOGS"], pid))
         for pat in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                     "WARNING: ThreadSanitizer", "ERROR: MemorySanitizer"):
             if pat in text:
