@@ -80,6 +80,41 @@ clean_run(const char *p, size_t n)
 	return (prev_cr ? n - 1 : prev_lf ? n - 2 : n);
 }
 
+/* Pass the clean run at in[0..n) over; the caller sends it. */
+static size_t
+pass_run(struct body *b, const char *in, size_t n)
+{
+	size_t run = clean_run(in, n);
+
+	if (run > 0 && in[run - 1] == '\n') {
+		/* Cut after a CRLF: a new line. */
+		b->first = 1;
+		b->state = BODY_BOL;
+	}
+	return (run);
+}
+
+size_t
+body_pass(struct body *b, const char *in, size_t n)
+{
+	size_t run;
+
+	if (n == 0 || (b->drop && b->bare))
+		return (0);
+	/* Inside a line clean_run() decides alone; at the start of one a
+	 * dot or a bare LF needs the state machine. */
+	if (b->state == BODY_BOL) {
+		if (in[0] == '.' || in[0] == '\n')
+			return (0);
+	} else if (b->state != BODY_TEXT) {
+		return (0);
+	}
+	run = pass_run(b, in, n);
+	if (run > 0 && in[run - 1] != '\n')
+		b->state = BODY_TEXT;
+	return (run);
+}
+
 static void
 emit(struct body *b, struct buf *out, const char *p, size_t n)
 {
@@ -117,16 +152,10 @@ body_scan(struct body *b, const char *in, size_t n, struct buf *out,
 				run = n - i;
 				if (run > buf_room(out) - SPECIAL_ROOM)
 					run = buf_room(out) - SPECIAL_ROOM;
-				run = clean_run(in + i, run);
-				if (run == 0)
+				if ((run = pass_run(b, in + i, run)) == 0)
 					return (i);
 				emit(b, out, in + i, run);
 				i += run;
-				if (in[i - 1] == '\n') {
-					/* Cut after a CRLF: a new line. */
-					b->first = 1;
-					b->state = BODY_BOL;
-				}
 				continue;
 			}
 			/* FALLTHROUGH */

@@ -31,5 +31,13 @@ void	body_init(struct body *b, int drop);
  */
 size_t	body_scan(struct body *b, const char *in, size_t n, struct buf *out,
 	    int *ended);
+/*
+ * The length of the longest prefix of in[0..n) that body_scan() would pass
+ * on unchanged from where the scanner stands (0 when the next byte needs its
+ * state machine, or when nothing is sent any more); the scanner then stands
+ * after it. The caller sends those bytes on itself, which lets it move them
+ * rather than copy them. Never includes the end of data.
+ */
+size_t	body_pass(struct body *b, const char *in, size_t n);
 
 #endif

@@ -62,3 +62,30 @@ buf_consume(struct buf *b, size_t n)
 	if (b->len == 0)
 		buf_fini(b);
 }
+
+int
+buf_move(struct buf *dst, struct buf *src, size_t n)
+{
+	size_t rest = src->len - n;
+	char *t;
+
+	if ((t = buf_tail(dst)) == NULL)
+		return (-1);
+	if (dst->len != 0 || dst->cap != src->cap || n < rest) {
+		memcpy(t, buf_head(src), n);
+		dst->len += n;
+		buf_consume(src, n);
+		return (0);
+	}
+	/* Trade: dst's empty storage takes src's remaining bytes. */
+	memcpy(t, src->data + src->off + n, rest);
+	dst->data = src->data;
+	dst->off = src->off;
+	dst->len = n;
+	src->data = t;
+	src->off = 0;
+	src->len = rest;
+	if (rest == 0)
+		buf_fini(src);
+	return (0);
+}

@@ -36,5 +36,14 @@ void	 buf_added(struct buf *b, size_t n);
 int	 buf_append(struct buf *b, const void *p, size_t n);
 /* Drop n bytes from the head; storage is released when the buffer empties. */
 void	 buf_consume(struct buf *b, size_t n);
+/*
+ * Move the first n bytes of src to the tail of dst (n <= buf_len(src),
+ * n <= buf_room(dst)). When dst is empty, has the same capacity and the n
+ * bytes are at least half of src, the two trade storage and only src's
+ * remaining bytes are copied: a bulk relay hands its data on instead of
+ * copying it. Returns 0, or -1 (nothing moved) when dst has no storage and
+ * memory is short; once buf_tail(dst) succeeded it cannot fail.
+ */
+int	 buf_move(struct buf *dst, struct buf *src, size_t n);
 
 #endif

@@ -501,9 +501,22 @@ client_command(struct smtp *t, struct smtp_io *io)
 static int
 body_input(struct smtp *t, struct smtp_io *io)
 {
-	size_t used;
+	size_t moved = 0, used, n = buf_len(io->client_in);
 	int ended, was_bare = t->body.bare;
 
+	/* Storage first: neither the move nor the scanner's output can then
+	 * fail half-way. */
+	if (buf_tail(io->to_backend) == NULL)
+		return (0);
+	/* What passes unchanged into an empty buffer is handed over rather
+	 * than copied (buf_move): the bulk of a large message. */
+	if (buf_len(io->to_backend) == 0) {
+		if (n > buf_room(io->to_backend))
+			n = buf_room(io->to_backend);
+		if ((moved = body_pass(&t->body, buf_head(io->client_in),
+		    n)) > 0)
+			(void)buf_move(io->to_backend, io->client_in, moved);
+	}
 	used = body_scan(&t->body, buf_head(io->client_in),
 	    buf_len(io->client_in), io->to_backend, &ended);
 	buf_consume(io->client_in, used);
@@ -520,7 +533,7 @@ body_input(struct smtp *t, struct smtp_io *io)
 		t->phase = PHASE_COMMAND;
 		smtp_fifo_push(t, SLOT_DATA_END);
 	}
-	return (used > 0);
+	return (moved + used > 0);
 }
 
 /* BDAT chunk bytes: relayed as they are, or dropped. */
@@ -535,9 +548,10 @@ bdat_scan(struct smtp *t, struct smtp_io *io)
 		n = buf_room(io->to_backend);
 	if (n == 0)
 		return (0);
-	if (t->phase == PHASE_BDAT)
-		smtp_put(io->to_backend, buf_head(io->client_in), n);
-	buf_consume(io->client_in, n);
+	if (t->phase != PHASE_BDAT)
+		buf_consume(io->client_in, n);
+	else if (buf_move(io->to_backend, io->client_in, n) == -1)
+		return (0);
 	t->bdat_left -= n;
 	if (t->bdat_left == 0)
 		t->phase = PHASE_COMMAND;

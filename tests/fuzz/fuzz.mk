@@ -28,7 +28,7 @@ FUZZ_SAN	 = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 # Each target's link flags, longest input and dictionary. The tracker
 # harness checks every byte the tracker writes; the config harness keeps
 # getaddrinfo() from sending DNS queries.
-FUZZ_LD_fuzz_smtp_tracker	= -Wl,--wrap=buf_append
+FUZZ_LD_fuzz_smtp_tracker	= -Wl,--wrap=buf_append -Wl,--wrap=buf_move
 FUZZ_LD_fuzz_config		= -Wl,--wrap=getaddrinfo
 FUZZ_MAXLEN_fuzz_smtp_tracker	= 16384
 FUZZ_MAXLEN_fuzz_smtp_reply	= 10240

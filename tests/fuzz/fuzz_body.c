@@ -1,10 +1,12 @@
 /*
  * fuzz_body: the DATA body scanner (proxy/body.c) over arbitrary bodies.
  *
- * The body is scanned four ways: whole into a session-sized buffer, cut in
- * two at a point the input picks, one byte at a time, and through a small
- * output buffer that is drained whenever the scanner stops. All four must
- * write the same bytes and find the end at the same place. Then, with drop
+ * The body is scanned five ways: whole into a session-sized buffer, cut in
+ * two at a point the input picks, one byte at a time, through a small
+ * output buffer that is drained whenever the scanner stops, and as the
+ * session does it (body_pass() hands a clean run into an empty buffer
+ * before body_scan() sees the rest). All five must write the same bytes
+ * and find the end at the same place. Then, with drop
  * off (bare_newlines = normalize):
  *
  *  - the output has no bare CR or LF: every LF follows a CR, every CR is
@@ -63,11 +65,11 @@ drain(struct scan *s, struct buf *b)
  */
 static void
 scan(struct scan *s, const char *in, size_t n, int drop, size_t cap,
-    size_t cut, int bytewise)
+    size_t cut, int bytewise, int pass)
 {
 	struct body b;
 	struct buf out;
-	size_t off = 0, avail, used, before, stalls = 0;
+	size_t off = 0, avail, used, before, moved, stalls = 0;
 	int ended = 0;
 
 	memset(s, 0, sizeof(*s));
@@ -85,6 +87,16 @@ scan(struct scan *s, const char *in, size_t n, int drop, size_t cap,
 			avail = cut;
 		else
 			avail = n;
+		moved = 0;
+		if (pass && buf_len(&out) == 0) {
+			moved = body_pass(&b, in + off, avail - off < cap ?
+			    avail - off : cap);
+			FUZZ_CHECK("body-pass", moved <= avail - off, "passed "
+			    "%zu of %zu", moved, avail - off);
+			if (buf_append(&out, in + off, moved) == -1)
+				abort();
+			off += moved;
+		}
 		before = buf_len(&out);
 		used = body_scan(&b, in + off, avail - off, &out, &ended);
 		FUZZ_CHECK("body-scan", used <= avail - off, "consumed %zu of "
@@ -93,10 +105,10 @@ scan(struct scan *s, const char *in, size_t n, int drop, size_t cap,
 		    "the buffer");
 		FUZZ_CHECK("body-scan", !ended || used > 0, "ended on nothing");
 		/* With the whole buffer free, each call makes progress. */
-		FUZZ_CHECK("body-scan", used > 0 || buf_len(&out) > before ||
-		    before > 0, "no progress with %zu bytes free",
-		    buf_room(&out));
-		if (used == 0 && buf_len(&out) == before)
+		FUZZ_CHECK("body-scan", moved > 0 || used > 0 ||
+		    buf_len(&out) > before || before > 0, "no progress with "
+		    "%zu bytes free", buf_room(&out));
+		if (moved == 0 && used == 0 && buf_len(&out) == before)
 			FUZZ_CHECK("body-scan", ++stalls < 4, "stalled");
 		else
 			stalls = 0;
@@ -181,7 +193,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const size_t caps[] = { 5, 6, 7, 8, 9, 16, 64, 1000 };
-	struct scan whole, part, bytes, small, drop, drop_small;
+	struct scan whole, part, bytes, small, passed, drop, drop_small;
 	const char *in;
 	size_t n, cut, cap, strict, lenient;
 
@@ -194,13 +206,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cut = n > 0 ? ((size_t)data[0] << 8 | data[1]) % n : 0;
 	cap = caps[data[2] & 7];
 
-	scan(&whole, in, n, 0, CAP, 0, 0);
-	scan(&part, in, n, 0, CAP, cut, 0);
-	scan(&bytes, in, n, 0, CAP, 0, 1);
-	scan(&small, in, n, 0, cap, cut, 0);
+	scan(&whole, in, n, 0, CAP, 0, 0, 0);
+	scan(&part, in, n, 0, CAP, cut, 0, 0);
+	scan(&bytes, in, n, 0, CAP, 0, 1, 0);
+	scan(&small, in, n, 0, cap, cut, 0, 0);
+	scan(&passed, in, n, 0, cap, cut, 0, 1);
 	same(&whole, &part, "in two");
 	same(&whole, &bytes, "byte by byte");
 	same(&whole, &small, "through a small buffer");
+	same(&whole, &passed, "passing clean runs on");
 
 	check_normalized(&whole);
 	strict = strict_end(in, n);
@@ -218,8 +232,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    "output bytes (the gateway: %s)", lenient, whole.len,
 	    whole.ended ? "at the end" : "not ended");
 
-	scan(&drop, in, n, 1, CAP, cut, 0);
-	scan(&drop_small, in, n, 1, cap, 0, 0);
+	scan(&drop, in, n, 1, CAP, cut, 0, 1);
+	scan(&drop_small, in, n, 1, cap, 0, 0, 0);
 	same(&drop, &drop_small, "with drop through a small buffer");
 	FUZZ_CHECK("body-drop", drop.ended == whole.ended &&
 	    drop.end == whole.end && drop.bare == whole.bare, "with drop: "
@@ -238,6 +252,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(part.out);
 	free(bytes.out);
 	free(small.out);
+	free(passed.out);
 	free(drop.out);
 	free(drop_small.out);
 	return (0);

@@ -2,8 +2,8 @@
  * fuzz_smtp_tracker: the SMTP tracker driven from both sides at once, by a
  * script the fuzzer writes, under the session's rules for what can happen
  * when (proxy/session.c). Every byte the tracker writes is checked as it is
- * written (buf_append is wrapped at link time: -Wl,--wrap=buf_append), and
- * the tracker's state after every step.
+ * written (buf_append and buf_move are wrapped at link time: -Wl,--wrap),
+ * and the tracker's state after every step.
  *
  * Input: one byte of configuration, then operations, each an op byte and
  * its operands:
@@ -97,6 +97,8 @@
 
 int	__real_buf_append(struct buf *, const void *, size_t);
 int	__wrap_buf_append(struct buf *, const void *, size_t);
+int	__real_buf_move(struct buf *, struct buf *, size_t);
+int	__wrap_buf_move(struct buf *, struct buf *, size_t);
 
 enum op {
 	OP_CLIENT, OP_BACKEND, OP_CLIENT_REP, OP_BACKEND_REP, OP_CLIENT_RAW,
@@ -498,6 +500,18 @@ __wrap_buf_append(struct buf *b, const void *p, size_t n)
 	else
 		client_stream(p, n);
 	return (r);
+}
+
+/* The tracker moves body and chunk bytes from client_in to to_backend:
+ * the same bytes, seen before they go. */
+int
+__wrap_buf_move(struct buf *dst, struct buf *src, size_t n)
+{
+	if (H.active && dst == &H.bout && n > 0)
+		backend_stream(buf_head(src), n);
+	FUZZ_CHECK("lost-output", !H.in_tracker || n <= buf_room(dst), "a move "
+	    "of %zu bytes to a buffer with room for %zu", n, buf_room(dst));
+	return (__real_buf_move(dst, src, n));
 }
 
 /* The session's step: run the tracker, act on its flags, flush. */

@@ -322,6 +322,68 @@ START_TEST(test_stream)
 }
 END_TEST
 
+/* Most of src into an empty dst with storage: the two trade storage, and
+ * only what stays behind is copied. */
+START_TEST(test_move_trades_storage)
+{
+	struct buf src, dst;
+	char *block;
+
+	buf_init(&src, 16);
+	buf_init(&dst, 16);
+	ck_assert_int_eq(buf_append(&src, "xxbodybody12", 12), 0);
+	buf_consume(&src, 2);
+	block = src.data;
+	ck_assert_ptr_nonnull(buf_tail(&dst));
+	ck_assert_int_eq(buf_move(&dst, &src, 8), 0);
+	ck_assert_ptr_eq(dst.data, block);
+	ck_assert_uint_eq(buf_len(&dst), 8);
+	ck_assert_mem_eq(buf_head(&dst), "bodybody", 8);
+	ck_assert_uint_eq(buf_len(&src), 2);
+	ck_assert_mem_eq(buf_head(&src), "12", 2);
+	check_invariants(&src, 16);
+	check_invariants(&dst, 16);
+	/* All of it: src is left empty, without storage. */
+	ck_assert_int_eq(buf_append(&dst, "34", 2), 0);
+	buf_consume(&dst, 10);
+	ck_assert_ptr_nonnull(buf_tail(&dst));
+	ck_assert_int_eq(buf_move(&dst, &src, 2), 0);
+	ck_assert_mem_eq(buf_head(&dst), "12", 2);
+	ck_assert_ptr_null(src.data);
+	check_invariants(&src, 16);
+	buf_fini(&src);
+	buf_fini(&dst);
+}
+END_TEST
+
+/* Otherwise the bytes are copied: dst holds data, the capacities differ,
+ * or less than half of src moves. */
+START_TEST(test_move_copies)
+{
+	struct buf src, dst, big;
+
+	buf_init(&src, 16);
+	buf_init(&dst, 16);
+	buf_init(&big, 32);
+	ck_assert_int_eq(buf_append(&src, "abcdefgh", 8), 0);
+	ck_assert_int_eq(buf_append(&dst, "<", 1), 0);
+	ck_assert_int_eq(buf_move(&dst, &src, 6), 0);
+	ck_assert_mem_eq(buf_head(&dst), "<abcdef", 7);
+	ck_assert_mem_eq(buf_head(&src), "gh", 2);
+	buf_consume(&dst, 7);
+	ck_assert_int_eq(buf_move(&dst, &src, 1), 0);
+	ck_assert_mem_eq(buf_head(&dst), "g", 1);
+	ck_assert_mem_eq(buf_head(&src), "h", 1);
+	ck_assert_int_eq(buf_move(&big, &src, 1), 0);
+	ck_assert_mem_eq(buf_head(&big), "h", 1);
+	ck_assert_ptr_null(src.data);
+	check_invariants(&dst, 16);
+	check_invariants(&big, 32);
+	buf_fini(&dst);
+	buf_fini(&big);
+}
+END_TEST
+
 Suite *
 buf_suite(void)
 {
@@ -338,6 +400,8 @@ buf_suite(void)
 	tcase_add_test(tc, test_tail_unused);
 	tcase_add_test(tc, test_tail_compacts);
 	tcase_add_test(tc, test_fini_used);
+	tcase_add_test(tc, test_move_trades_storage);
+	tcase_add_test(tc, test_move_copies);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("stream");
