@@ -257,9 +257,7 @@ metrics_connect_end(struct session *s, int ok)
 	double d;
 	int i;
 
-	/* The name lookup is a few string compares: cheap next to the
-	 * connect() it follows. */
-	b = &s->w->metrics.backends[metrics_backend_slot(s->upstream)];
+	b = &s->w->metrics.backends[s->metrics.backend];
 	if (!ok) {
 		metrics_add(&b->failures, 1);
 		return;

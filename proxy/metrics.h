@@ -117,6 +117,8 @@ struct metrics_mark {
 	unsigned	 messages;
 	unsigned	 replies[6];
 	double		 connect_t0;	/* when the backend connect began */
+	int		 backend;	/* its backend's slot, set before the
+					 * connect */
 };
 
 /* A single-writer counter: only the owning worker's thread calls this. */

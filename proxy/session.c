@@ -33,6 +33,8 @@
  * are allocated while bytes are in them only. */
 #define SESSION_BUF		(16 * 1024 + 512)
 #define SESSION_BULK_BUF	(64 * 1024 + 512)
+/* Room for a backend's name: an upstream's host name and a port. */
+#define BACKEND_NAME		300
 /* How long a closing session may take to flush its last reply. */
 #define SESSION_CLOSE_GRACE	5.0
 
@@ -156,6 +158,19 @@ port_index(const struct session *s)
 }
 
 /* Egress: whether the port being tried speaks TLS from its first byte. */
+/* The backend's address, for logs and metrics: the upstream's host and
+ * the port being tried (egress), or the backend's own text. */
+static const char *
+backend_name(const struct session *s, char *buf, size_t len)
+{
+	const struct config_upstream *u = s->l->upstream;
+
+	if (u == NULL)
+		return (s->l->backend->text);
+	metrics_upstream_text(buf, len, u->host, u->ports[port_index(s)]);
+	return (buf);
+}
+
 static int
 port_implicit(const struct session *s)
 {
@@ -185,28 +200,27 @@ backend_connect(struct session *s)
 	const struct config_upstream *u = s->l->upstream;
 	struct sockaddr_storage ss;
 	socklen_t len;
+	char buf[BACKEND_NAME];
+	const char *name;
 	int fd;
 
 	do {
 		if (u != NULL) {
-			long port = u->ports[port_index(s)];
-
-			len = config_upstream_addr(u, port, &ss);
-			/* The same text the backend's metrics are kept under. */
-			metrics_upstream_text(s->upstream, sizeof(s->upstream),
-			    u->host, port);
+			len = config_upstream_addr(u, u->ports[port_index(s)],
+			    &ss);
 		} else {
 			memcpy(&ss, &s->l->backend->ss, sizeof(ss));
 			len = s->l->backend->len;
-			snprintf(s->upstream, sizeof(s->upstream), "%s",
-			    s->l->backend->text);
 		}
+		name = backend_name(s, buf, sizeof(buf));
+		/* The name lookup is a few string compares: cheap next to
+		 * the connect() it comes with. */
+		s->metrics.backend = metrics_backend_slot(name);
 		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 		    SOCK_CLOEXEC, 0);
 		if (fd == -1) {
 			log_msg(LOG_ERROR, "session=%llu backend %s: socket: %s",
-			    (unsigned long long)s->id, s->upstream,
-			    strerror(errno));
+			    (unsigned long long)s->id, name, strerror(errno));
 			return (-1);
 		}
 		nodelay(fd);
@@ -219,7 +233,7 @@ backend_connect(struct session *s)
 			return (0);
 		}
 		log_msg(LOG_WARN, "session=%llu backend %s: %s",
-		    (unsigned long long)s->id, s->upstream, strerror(errno));
+		    (unsigned long long)s->id, name, strerror(errno));
 		metrics_connect_end(s, 0);
 		close(fd);
 	} while (next_port(s));
@@ -232,9 +246,10 @@ static void
 backend_failed(struct session *s, const char *why)
 {
 	struct smtp_io io;
+	char buf[BACKEND_NAME];
 
 	log_msg(LOG_WARN, "session=%llu backend %s: %s", (unsigned long long)s->id,
-	    s->upstream, why);
+	    backend_name(s, buf, sizeof(buf)), why);
 	endpoint_fini(&s->backend, s->w->loop);
 	if (next_port(s) && backend_connect(s) == 0)
 		return;
@@ -247,6 +262,7 @@ static void
 backend_handshake(struct session *s)
 {
 	struct smtp_io io;
+	char buf[BACKEND_NAME];
 	long v;
 	int r;
 
@@ -256,7 +272,8 @@ backend_handshake(struct session *s)
 	if (r == -1) {
 		v = SSL_get_verify_result(s->backend.ssl);
 		log_msg(LOG_WARN, "session=%llu upstream %s: %s%s%s",
-		    (unsigned long long)s->id, s->upstream, s->backend.error,
+		    (unsigned long long)s->id, backend_name(s, buf,
+		    sizeof(buf)), s->backend.error,
 		    v != X509_V_OK ? ": " : "", v != X509_V_OK ?
 		    X509_verify_cert_error_string(v) : "");
 		smtp_abort(&s->smtp, &io, ABORT_UPSTREAM);
@@ -612,6 +629,7 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct session *s = w->data;
 	struct smtp_io io;
+	char buf[BACKEND_NAME];
 	const char *why;
 
 	(void)loop;
@@ -634,7 +652,8 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		backend_failed(s, "connect timeout");
 	} else if (s->backend.handshaking) {
 		log_msg(LOG_WARN, "session=%llu upstream %s: TLS handshake "
-		    "timeout", (unsigned long long)s->id, s->upstream);
+		    "timeout", (unsigned long long)s->id, backend_name(s, buf,
+		    sizeof(buf)));
 		smtp_abort(&s->smtp, &io, ABORT_UPSTREAM);
 	} else if (session_wait(s) == WAIT_BACKEND) {
 		smtp_abort(&s->smtp, &io, ABORT_BACKEND_TIMEOUT);
@@ -728,6 +747,7 @@ void
 session_close(struct session *s, const char *reason)
 {
 	struct worker *w = s->w;
+	char buf[BACKEND_NAME];
 
 	metrics_session_close(s, reason);
 	ev_timer_stop(w->loop, &s->timer);
@@ -740,7 +760,8 @@ session_close(struct session *s, const char *reason)
 	    "cipher=%s sni=%s client_cert=%s%s%s msgs=%u in=%llu out=%llu "
 	    "duration=%.3fs reason=\"%s\"", (unsigned long long)s->id, s->peer,
 	    s->via[0] ? " via=" : "", s->via, s->l->conf->name,
-	    s->l->upstream ? " upstream=" : "", s->l->upstream ? s->upstream : "",
+	    s->l->upstream ? " upstream=" : "", s->l->upstream ?
+	    backend_name(s, buf, sizeof(buf)) : "",
 	    s->l->upstream ? " upstream_tls=" : "", s->l->upstream ?
 	    (s->up_tls ? s->up_tls : "-") : "",
 	    s->tls_version ? s->tls_version : "-",

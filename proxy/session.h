@@ -32,7 +32,6 @@ struct session {
 	int			 port_first;	/* egress: the port index tried
 						 * first (the one that last
 						 * worked when it began) */
-	char			 upstream[300];	/* egress: host:port, for logs */
 	const char		*up_tls;	/* egress: the upstream's TLS version */
 	int			 ip_counted;	/* holds a place in w->ips */
 	int			 wait;		/* what the timer measures */
