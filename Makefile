@@ -108,7 +108,7 @@ check-container: deps-container
 
 # The benchmark: smtpgate side by side with stunnel, hitch, HAProxy and
 # nginx's mail proxy (tests/bench/README.md). Not part of `make check`.
-BENCH_TOOLS = $(BUILD)/bench/loadgen $(BUILD)/bench/sink
+BENCH_TOOLS = $(BUILD)/bench/loadgen $(BUILD)/bench/sink $(BUILD)/bench/floor
 
 $(BUILD)/bench/%: tests/bench/%.c tests/bench/netutil.c tests/bench/netutil.h
 	@mkdir -p $(dir $@)
