@@ -208,6 +208,11 @@ worker_post_gen(struct gateway *gw, struct gen *g, struct listener **lists)
 
 	pthread_mutex_lock(&gw->lock);
 	for (i = 0; i < gw->nworkers; i++) {
+		/* A worker that has not run since the last post (a reload
+		 * right after start, or after a post that timed out) never
+		 * started those listeners: they go, the new ones replace them. */
+		listener_free_list(gw->workers[i].post_listeners);
+		gen_unref(gw->workers[i].post_gen);
 		gw->workers[i].post_listeners = lists[i];
 		gw->workers[i].post_gen = gen_ref(g);
 		gw->workers[i].post_taken = 0;
