@@ -60,10 +60,10 @@ struct worker {
 int	worker_start_all(struct gateway *gw, struct gen *g,
 	    struct listener **lists);
 /* Hand every worker a new generation and its listeners (lists[i] for
- * worker i; one it has not taken yet is freed and replaced), and wait
- * until each has switched to them, so the caller may
- * then close the sockets the old generation no longer needs. Returns 0, or
- * -1 when a worker did not answer in time. */
+ * worker i; a post it has not taken yet is freed and replaced), and wait
+ * until each has switched to them, so the caller may then close the
+ * sockets the old generation no longer needs. Returns 0, or -1 when a
+ * worker did not answer in time. */
 int	worker_post_gen(struct gateway *gw, struct gen *g,
 	    struct listener **lists);
 /* Tell every worker to stop accepting, drain its sessions and end; wait
