@@ -84,6 +84,21 @@ ctx_new(int server, const char *cert, const char *key)
 	return (c);
 }
 
+/* An SSL object on fd, as the server or the client. */
+static SSL *
+ssl_on(SSL_CTX *ctx, int fd, int server)
+{
+	SSL *ssl;
+
+	if ((ssl = SSL_new(ctx)) == NULL || SSL_set_fd(ssl, fd) != 1)
+		die("SSL_new");
+	if (server)
+		SSL_set_accept_state(ssl);
+	else
+		SSL_set_connect_state(ssl);
+	return (ssl);
+}
+
 struct pair {
 	int	 fd[2];		/* server, client */
 	SSL	*srv, *cli;
@@ -100,17 +115,11 @@ pair_open(struct pair *p, SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *sess)
 	memset(p, 0, sizeof(*p));
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p->fd) == -1)
 		die("socketpair");
-	if ((p->cli = SSL_new(cctx)) == NULL ||
-	    SSL_set_fd(p->cli, p->fd[1]) != 1)
-		die("client SSL_new");
+	p->cli = ssl_on(cctx, p->fd[1], 0);
 	if (sess != NULL)
 		SSL_set_session(p->cli, sess);
-	SSL_set_connect_state(p->cli);
 	t0 = cpu_now();
-	if ((p->srv = SSL_new(sctx)) == NULL ||
-	    SSL_set_fd(p->srv, p->fd[0]) != 1)
-		die("server SSL_new");
-	SSL_set_accept_state(p->srv);
+	p->srv = ssl_on(sctx, p->fd[0], 1);
 	p->cpu += cpu_now() - t0;
 }
 
@@ -224,18 +233,11 @@ memory(SSL_CTX *sctx, SSL_CTX *cctx, size_t *fresh, size_t *idle)
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
 		    p[i].fd) == -1)
 			die("socketpair");
-		if ((p[i].cli = SSL_new(cctx)) == NULL ||
-		    SSL_set_fd(p[i].cli, p[i].fd[1]) != 1)
-			die("client SSL_new");
-		SSL_set_connect_state(p[i].cli);
+		p[i].cli = ssl_on(cctx, p[i].fd[1], 0);
 	}
 	h1 = heap_used();
-	for (i = 0; i < HELD; i++) {
-		if ((p[i].srv = SSL_new(sctx)) == NULL ||
-		    SSL_set_fd(p[i].srv, p[i].fd[0]) != 1)
-			die("server SSL_new");
-		SSL_set_accept_state(p[i].srv);
-	}
+	for (i = 0; i < HELD; i++)
+		p[i].srv = ssl_on(sctx, p[i].fd[0], 1);
 	h2 = heap_used();
 	for (i = 0; i < HELD; i++) {
 		pair_handshake(&p[i]);

@@ -271,32 +271,32 @@ class WorkersTest(lib.IntegrationTest):
         for c in clients:
             c.close()
 
-    def test_sigterm_right_after_start(self):
-        """A stop that reaches the workers before they first ran still
-        ends them (the race is likeliest under valgrind)."""
+    def signal_right_after_start(self, then):
+        """Five gateways with four workers each: `then(gw)` right after
+        "ready", then SIGTERM, which must end it cleanly."""
         be = self.start_backend()
         for i in range(5):
             gw = self.make_gateway(be.addr, gateway={"workers": "4"}, name="gw%d" % i)
             gw.start(wait=False)
             gw.wait_log(r"ready: 4 workers", timeout=30)
+            then(gw)
             gw.signal(signal.SIGTERM)
             self.assertEqual(gw.wait_exit(30), 0)
 
+    def test_sigterm_right_after_start(self):
+        """A stop that reaches the workers before they first ran still
+        ends them (the race is likeliest under valgrind)."""
+        self.signal_right_after_start(lambda gw: None)
+
     def test_sighup_right_after_start(self):
         """A reload posted before a worker first ran replaces the post it
-        never took (valgrind and LeakSanitizer see a leak otherwise; the
-        race is likeliest under valgrind)."""
-        be = self.start_backend()
-        for i in range(5):
-            gw = self.make_gateway(be.addr, gateway={"workers": "4"}, name="gw%d" % i)
-            gw.start(wait=False)
-            gw.wait_log(r"ready: 4 workers", timeout=30)
+        never took (valgrind and LeakSanitizer see a leak otherwise)."""
+        def reload(gw):
             gw.signal(signal.SIGHUP)
             gw.wait_log(r"configuration 2 is live", timeout=30)
             with SMTPClient(gw.port("submission")) as c:
                 self.assertCode(c.reply(), 220)
-            gw.signal(signal.SIGTERM)
-            self.assertEqual(gw.wait_exit(30), 0)
+        self.signal_right_after_start(reload)
 
     def test_max_connections_counts_every_worker(self):
         be, gw = self.setup_pair(gateway={"workers": "2", "max_connections": "4"})
