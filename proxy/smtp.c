@@ -520,6 +520,9 @@ body_input(struct smtp *t, struct smtp_io *io)
 	used = body_scan(&t->body, buf_head(io->client_in),
 	    buf_len(io->client_in), io->to_backend, &ended);
 	buf_consume(io->client_in, used);
+	/* A held CR, or a dropped body, wrote nothing: no storage waits. */
+	if (buf_len(io->to_backend) == 0)
+		buf_fini(io->to_backend);
 	if (t->body.bare && !was_bare)
 		smtp_logf(t, SMTP_LOG_INFO, "bare CR or LF in message body, %s",
 		    t->conf->bare_reject ? "rejecting" : "normalized");
