@@ -112,12 +112,17 @@ static void
 h_run(struct harness *h)
 {
 	struct smtp_io io;
-	int i;
+	int i, r;
 
 	/* Each round drains the output, as the session's flushes do. */
 	for (i = 0; i < 64; i++) {
 		h_io(h, &io);
-		if (!smtp_run(&h->t, &io))
+		r = smtp_run(&h->t, &io);
+		/* An empty buffer holds no storage: an idle session costs
+		 * no buffer memory. */
+		ck_assert(buf_len(&h->bout) > 0 || h->bout.data == NULL);
+		ck_assert(buf_len(&h->cout) > 0 || h->cout.data == NULL);
+		if (!r)
 			break;
 		h_drain(h);
 	}
