@@ -157,7 +157,6 @@ port_index(const struct session *s)
 	return (i >= pref ? i + 1 : i);
 }
 
-/* Egress: whether the port being tried speaks TLS from its first byte. */
 /* The backend's address, for logs and metrics: the upstream's host and
  * the port being tried (egress), or the backend's own text. */
 static const char *
@@ -171,6 +170,7 @@ backend_name(const struct session *s, char *buf, size_t len)
 	return (buf);
 }
 
+/* Egress: whether the port being tried speaks TLS from its first byte. */
 static int
 port_implicit(const struct session *s)
 {
